@@ -1,0 +1,152 @@
+"""Suites: TOML files in suites/ that list conv layers, or grids of them (format in suites/README.md)."""
+
+from __future__ import annotations
+
+import itertools
+import re
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+from pwbench.errors import UserError
+from pwbench.spec import ConvSpec, as_pair
+
+SUITES_DIR = Path(__file__).resolve().parent.parent / "suites"
+DEFAULT_SUITE = "default"
+
+_SPEC_FIELDS = {
+    "in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation",
+    "groups", "dtype", "layout", "batch", "height", "width", "count", "pair", "side",
+}
+_SHORTCUTS = {"name", "size", "depthwise"}
+_SUITE_DEFAULTS = {"batch", "layout", "dtype"}
+
+
+@dataclass(frozen=True)
+class Suite:
+    name: str
+    description: str
+    path: Path
+    layers: tuple[ConvSpec, ...]
+
+    @property
+    def gflops(self) -> float:
+        """Network total, weighted by how often each layer occurs."""
+        return sum(s.flops * s.count for s in self.layers) / 1e9
+
+
+def builtin_suites() -> list[str]:
+    return sorted(p.stem for p in SUITES_DIR.glob("*.toml"))
+
+
+def resolve(name_or_path: str) -> Path:
+    path = Path(name_or_path)
+    if path.suffix == ".toml" or path.exists():
+        if not path.is_file():
+            raise UserError(f"suite file {path} does not exist")
+        return path
+    builtin = SUITES_DIR / f"{name_or_path}.toml"
+    if not builtin.is_file():
+        raise UserError(
+            f"unknown suite {name_or_path!r}: choose one of {', '.join(builtin_suites())} "
+            "or give the path of a .toml suite file"
+        )
+    return builtin
+
+
+def load(name_or_path: str = DEFAULT_SUITE, **overrides) -> Suite:
+    """Load a suite; overrides (batch, layout, dtype) replace every layer's value when not None."""
+    path = resolve(name_or_path)
+    text = path.read_text()
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise UserError(f"{path}: malformed TOML: {exc}") from None
+    head = data.get("suite", {})
+    defaults = {k: head[k] for k in _SUITE_DEFAULTS if k in head}
+    defaults.update({k: v for k, v in overrides.items() if v is not None})
+    unknown_top = set(data) - {"suite", "layer", "sweep"}
+    if unknown_top:
+        raise UserError(f"{path}: unknown table(s) {sorted(unknown_top)}; use [suite], [[layer]], [[sweep]]")
+    specs = []
+    for table in ("layer", "sweep"):
+        lines = _header_lines(text, table)
+        for i, entry in enumerate(data.get(table, [])):
+            where = f"{path}:{lines[i] if i < len(lines) else '?'} ([[{table}]] #{i + 1})"
+            expand = _expand_sweep if table == "sweep" else lambda e: [e]
+            try:
+                for fields in expand(entry):
+                    specs.append(_make_spec(fields, defaults, overrides))
+            except UserError as exc:
+                raise UserError(f"{where}: {exc}") from None
+    if not specs:
+        raise UserError(f"{path}: no [[layer]] or [[sweep]] entries")
+    return Suite(path.stem, head.get("description", ""), path, tuple(specs))
+
+
+def _header_lines(text: str, table: str) -> list[int]:
+    pattern = re.compile(rf"^\s*\[\[\s*{table}\s*\]\]")
+    return [n for n, line in enumerate(text.splitlines(), 1) if pattern.match(line)]
+
+
+def _expand_sweep(entry: dict) -> list[dict]:
+    """Cartesian product over list-valued fields ([a, b] pairs stay pairs for 2-tuples of kernel etc.)."""
+    axes = {k: v for k, v in entry.items() if isinstance(v, list) and k != "name"
+            and not (k in ("kernel_size", "stride", "padding", "dilation") and _is_pair(v))}
+    if not axes:
+        raise UserError("a [[sweep]] needs at least one list-valued field to sweep over")
+    out = []
+    for values in itertools.product(*axes.values()):
+        fields = {**entry, **dict(zip(axes, values))}
+        template = entry.get("name", "")
+        try:
+            fields["name"] = template.format(**fields)
+        except (KeyError, IndexError, ValueError) as exc:
+            raise UserError(f"bad name template {template!r}: {exc}") from None
+        out.append(fields)
+    return out
+
+
+def _is_pair(v) -> bool:
+    return len(v) == 2 and all(isinstance(x, int) for x in v)
+
+
+def _make_spec(fields: dict, defaults: dict, overrides: dict) -> ConvSpec:
+    unknown = set(fields) - _SPEC_FIELDS - _SHORTCUTS
+    if unknown:
+        raise UserError(f"unknown field(s) {sorted(unknown)}; allowed: {sorted(_SPEC_FIELDS | _SHORTCUTS)}")
+    f = {**defaults, **fields}
+    f.update({k: v for k, v in overrides.items() if v is not None})
+    if "size" in f:
+        size = f.pop("size")
+        f.setdefault("height", size)
+        f.setdefault("width", size)
+    if f.pop("depthwise", False):
+        f.setdefault("out_channels", f.get("in_channels"))
+        f["groups"] = f.get("in_channels")
+    for required in ("in_channels", "out_channels", "height", "width"):
+        if required not in f:
+            raise UserError(f"missing field {required!r}")
+    if f.get("padding") == "half":  # keeps the spatial size at stride 1
+        (kh, kw) = as_pair(f.get("kernel_size", 1), "kernel_size")
+        (dh, dw) = as_pair(f.get("dilation", 1), "dilation")
+        f["padding"] = (dh * (kh - 1) // 2, dw * (kw - 1) // 2)
+    f.setdefault("batch", 1)
+    return ConvSpec(**f)
+
+
+def select(specs, expr: str | None) -> list[ConvSpec]:
+    """Keep the layers for which a pandas query over their columns is true, e.g.
+    ``kind == 'depthwise' and stride == '2'`` (pairs are strings: '3', '1x7') or ``layer.str.contains('conv1')``."""
+    specs = list(specs)
+    if not expr:
+        return specs
+    import pandas as pd
+
+    frame = pd.DataFrame([s.describe() for s in specs])
+    try:
+        keep = frame.query(expr, engine="python").index
+    except Exception as exc:  # pandas raises many kinds for a bad expression
+        columns = ", ".join(frame.columns)
+        raise UserError(f"bad --filter {expr!r}: {exc}. Columns: {columns}") from None
+    return [specs[i] for i in keep]
