@@ -1,0 +1,107 @@
+"""The `pwbench` command line. Bad input is one line on stderr and exit status 2, never a traceback."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+from pathlib import Path
+
+from pwbench.errors import UserError
+
+EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # argparse would print the whole usage first
+        raise UserError(f"{message} (see '{self.prog} --help')")
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="pwbench", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    run = sub.add_parser("run", help="benchmark a suite: verify, then time every kernel")
+    run.add_argument("--target", default="cpu", help="cpu, x86, cuda, arm, or a TVM target (default: cpu)")
+    run.add_argument("--suite", default="default", help="a builtin suite name or a .toml path")
+    run.add_argument("--backend", default="torch", help="comma-separated backends (default: torch)")
+    run.add_argument("--filter", help="pandas query over layer columns, e.g. \"kind == 'depthwise'\"")
+    run.add_argument("--batch", type=positive_int, help="override every layer's batch size")
+    run.add_argument("--layout", choices=("NCHW", "NHWC"), help="override every layer's layout")
+    run.add_argument("--threads", type=positive_int, default=os.cpu_count() or 1,
+                     help="threads for every backend (default: all cores)")
+    run.add_argument("--output", type=Path, help="run directory (default: results/<time>_<suite>_<target>)")
+    run.add_argument("--warmup-ms", type=float, default=50.0, help="warm-up per kernel (default 50)")
+    run.add_argument("--sample-ms", type=float, default=400.0, help="sampling per kernel (default 400)")
+
+    lst = sub.add_parser("list", help="list suites, backends or targets")
+    lst.add_argument("what", choices=("suites", "backends", "targets"))
+
+    sub.add_parser("env", help="print the environment metadata a run records")
+    return parser
+
+
+def cmd_run(args) -> int:
+    from pwbench import runner, timing  # after apply_threads: thread pools read env at start
+
+    runner.apply_threads(args.threads)
+    config = runner.RunConfig(
+        suite=args.suite, target=args.target,
+        backends=tuple(b.strip() for b in args.backend.split(",") if b.strip()),
+        filter=args.filter, batch=args.batch, layout=args.layout, threads=args.threads,
+        output=args.output, budget=timing.Budget(warmup_ms=args.warmup_ms, sample_ms=args.sample_ms))
+    plan = runner.plan(config)
+    from pwbench import console
+
+    try:
+        writer = console.run_with_progress(plan)
+    except KeyboardInterrupt:
+        print("pwbench: interrupted; every finished row is kept in the run directory", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    console.summary(writer.rows)
+    print(f"results: {writer.dir}")
+    failed = sum(math.isnan(r["median_s"]) for r in writer.rows)  # failed checks are never timed
+    if failed:
+        print(f"pwbench: {failed} kernel(s) failed their check or could not run (see the error column)",
+              file=sys.stderr)
+    return 1 if failed else 0
+
+
+def cmd_list(args) -> int:
+    from pwbench import console
+
+    console.listing(args.what)
+    return 0
+
+
+def cmd_env(args) -> int:
+    from pwbench import env
+
+    print(json.dumps(env.collect(os.cpu_count() or 1), indent=2))
+    return 0
+
+
+def main(argv=None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        return {"run": cmd_run, "list": cmd_list, "env": cmd_env}[args.command](args)
+    except UserError as exc:
+        print(f"pwbench: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+if __name__ == "__main__":
+    sys.exit(main())

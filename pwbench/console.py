@@ -1,0 +1,78 @@
+"""What a person sees in the terminal: progress during a run, tables after it."""
+
+from __future__ import annotations
+
+import math
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from pwbench import backends, runner, suites, targets
+
+console = Console()
+CHECK_STYLE = {"passed": "green", "failed": "bold red", "untrusted": "yellow", "": "red"}
+
+
+def format_seconds(seconds: float) -> str:
+    if seconds is None or math.isnan(seconds):
+        return "-"
+    for unit, scale in (("s", 1), ("ms", 1e-3), ("us", 1e-6)):
+        if seconds >= scale:
+            return f"{seconds / scale:.3g} {unit}"
+    return f"{seconds / 1e-9:.3g} ns"
+
+
+def run_with_progress(plan: runner.Plan):
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=False) as progress:
+        task = progress.add_task(f"{plan.suite.name} on {plan.target.name}",
+                                 total=len(plan.specs) * len(plan.modules))
+
+        def on_row(row, done, total):
+            progress.update(task, completed=done,
+                            description=f"{plan.suite.name}: {row['layer'][:40]} [{row['backend']}]")
+            if row["noisy"]:
+                progress.console.print(f"[yellow]warning:[/] {row['layer']} [{row['backend']}]: "
+                                       f"IQR is over 10 % of the median; the machine may be busy")
+        return runner.execute(plan, on_row)
+
+
+def summary(rows: list[dict]) -> None:
+    table = Table(title="pwbench results", title_justify="left")
+    for col, justify in (("layer", "left"), ("kind", "left"), ("backend", "left"),
+                         ("median", "right"), ("IQR", "right"), ("GFLOP/s", "right"), ("check", "left")):
+        table.add_column(col, justify=justify, overflow="fold")
+    for r in rows:
+        check = r["check"] or "not run"
+        gflops = "-" if math.isnan(r["gflops"]) else f"{r['gflops']:.1f}"
+        table.add_row(r["layer"], r["kind"], r["backend"], format_seconds(r["median_s"]),
+                      format_seconds(r["iqr_s"]), gflops,
+                      f"[{CHECK_STYLE[r['check']]}]{check}[/]")
+    console.print(table)
+    for r in rows:
+        if r["error"]:
+            console.print(f"[red]{r['layer']} [{r['backend']}]:[/] {r['error']}")
+
+
+def listing(what: str) -> None:
+    table = Table(title=what, title_justify="left")
+    if what == "suites":
+        for col in ("suite", "layers", "GFLOPs (weighted)", "description"):
+            table.add_column(col)
+        for name in suites.builtin_suites():
+            s = suites.load(name)
+            table.add_row(name, str(len(s.layers)), f"{s.gflops:.2f}", s.description)
+    elif what == "backends":
+        for col in ("backend", "targets", "status", "description"):
+            table.add_column(col)
+        for name, info in backends.REGISTRY.items():
+            reason = backends.unavailable_reason(name)
+            status = "[green]available[/]" if reason is None else f"[red]unavailable:[/] {reason}"
+            table.add_row(name, ", ".join(info.families), status, info.description)
+    else:
+        for col in ("target", "family", "description"):
+            table.add_column(col)
+        for t in targets.TARGETS.values():
+            table.add_row(t.name, t.family, t.description)
+    console.print(table)

@@ -1,0 +1,113 @@
+"""The pipeline: suite -> specs -> backend.prepare -> verify -> time -> record row."""
+
+from __future__ import annotations
+
+import math
+import os
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pwbench import backends, env, results, suites, targets, timing, verify
+from pwbench.errors import UserError
+from pwbench.spec import ConvSpec
+
+
+@dataclass
+class RunConfig:
+    suite: str = suites.DEFAULT_SUITE
+    target: str = "cpu"
+    backends: tuple[str, ...] = ("torch",)
+    filter: str | None = None
+    batch: int | None = None
+    layout: str | None = None
+    threads: int = field(default_factory=lambda: os.cpu_count() or 1)
+    output: Path | None = None
+    budget: timing.Budget = timing.Budget()
+
+
+def apply_threads(threads: int) -> None:
+    """One thread count for every backend. Env vars must be set before the libraries start their
+    pools (TVM's default is half the cores, torch's all of them), so this runs before any import."""
+    for var in ("OMP_NUM_THREADS", "TVM_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = str(threads)
+
+
+@dataclass
+class Plan:
+    """Everything checked before the first measurement, so bad input fails fast."""
+    config: RunConfig
+    suite: suites.Suite
+    specs: list[ConvSpec]
+    target: targets.Target
+    modules: dict  # backend name -> module
+
+
+def plan(config: RunConfig) -> Plan:
+    target = targets.resolve(config.target)
+    suite = suites.load(config.suite, batch=config.batch, layout=config.layout)
+    specs = suites.select(suite.layers, config.filter)
+    if not specs:
+        raise UserError(f"--filter {config.filter!r} selects none of the {len(suite.layers)} "
+                                 f"layers of suite {suite.name}")
+    modules = {name: backends.load(name, target.family) for name in config.backends}
+    targets.require_available(target)
+    return Plan(config, suite, specs, target, modules)
+
+
+def metadata(p: Plan) -> dict:
+    meta = env.collect(p.config.threads)
+    meta |= {"suite": p.suite.name, "suite_path": str(p.suite.path), "target": p.target.name,
+             "backends": list(p.modules), "filter": p.config.filter or "",
+             "batch": p.config.batch, "budget": vars(p.config.budget),
+             "versions": {k: v for m in p.modules.values() for k, v in m.versions().items()}}
+    meta["fingerprint"] = env.fingerprint(meta)
+    return meta
+
+
+def measure_one(spec: ConvSpec, backend: str, module, p: Plan) -> dict:
+    """One row: prepare, check, and time only a kernel that passed (or is untrusted)."""
+    row = {"suite": p.suite.name, **spec.describe(), "backend": backend, "target": p.target.name,
+           "threads": p.config.threads, "median_s": math.nan, "iqr_s": math.nan,
+           "min_s": math.nan, "n_samples": 0, "number": 0, "samples_s": [], "gflops": math.nan,
+           "noisy": False, "check": "", "max_abs_err": math.nan, "max_rel_err": math.nan,
+           "error": ""}
+    try:
+        kernel = module.prepare(spec, p.target)
+        result = verify.check(kernel, spec)
+        row |= {"check": result.verdict, "max_abs_err": result.max_abs_err,
+                "max_rel_err": result.max_rel_err, "error": result.detail}
+        if result.verdict == "failed":
+            return row
+        m = timing.measure(kernel, p.config.budget, sync=kernel.sync)
+    except KeyboardInterrupt:
+        raise
+    except Exception as exc:  # one broken kernel must not lose the rest of the sweep
+        last = traceback.extract_tb(exc.__traceback__)[-1]
+        row["error"] = f"{type(exc).__name__}: {exc} ({Path(last.filename).name}:{last.lineno})"
+        return row
+    row |= {"median_s": m.median_s, "iqr_s": m.iqr_s, "min_s": m.min_s,
+            "n_samples": len(m.samples_s), "number": m.number, "samples_s": m.samples_s,
+            "gflops": results.gflops(spec.flops, m.median_s), "noisy": m.noisy}
+    return row
+
+
+def execute(p: Plan, on_row=lambda row, done, total: None) -> results.RunWriter:
+    """Measure every (layer, backend); rows are on disk as soon as measured."""
+    for module in p.modules.values():
+        if hasattr(module, "set_threads"):
+            module.set_threads(p.config.threads)
+    out = p.config.output or results.default_dir(p.suite.name, p.target.name)
+    writer = results.RunWriter(out, metadata(p))
+    total = len(p.specs) * len(p.modules)
+    try:
+        for spec in p.specs:
+            for name, module in p.modules.items():
+                row = measure_one(spec, name, module, p)
+                writer.add(row)
+                on_row(row, len(writer.rows), total)
+    except KeyboardInterrupt:
+        writer.finish("interrupted")
+        raise
+    writer.finish()
+    return writer
