@@ -154,11 +154,11 @@ class ConvSpec:
         """Stable, readable id of the shape (name and count excluded: same shape, same id)."""
         parts = [
             f"n{self.batch}", f"c{self.in_channels}-{self.out_channels}",
-            f"{self.height}x{self.width}", f"k{_pair(self.kernel_size)}",
-            f"s{_pair(self.stride)}", f"p{_pair(self.padding)}",
+            f"{self.height}x{self.width}", f"k{pair_text(self.kernel_size)}",
+            f"s{pair_text(self.stride)}", f"p{pair_text(self.padding)}",
         ]
         if self.dilation != (1, 1):
-            parts.append(f"d{_pair(self.dilation)}")
+            parts.append(f"d{pair_text(self.dilation)}")
         if self.groups != 1:
             parts.append(f"g{self.groups}")
         parts += [self.dtype, self.layout.lower()]
@@ -177,8 +177,8 @@ class ConvSpec:
             "layer": self.label, "spec_id": self.id, "kind": self.kind,
             "batch": self.batch, "in_channels": self.in_channels,
             "out_channels": self.out_channels, "height": self.height, "width": self.width,
-            "kernel_size": _pair(self.kernel_size), "stride": _pair(self.stride),
-            "padding": _pair(self.padding), "dilation": _pair(self.dilation),
+            "kernel_size": pair_text(self.kernel_size), "stride": pair_text(self.stride),
+            "padding": pair_text(self.padding), "dilation": pair_text(self.dilation),
             "groups": self.groups, "dtype": self.dtype, "layout": self.layout,
             "count": self.count, "pair": self.pair, "side": self.side,
             "params": self.params, "flops": self.flops, "bytes": self.bytes,
@@ -193,5 +193,5 @@ def _prod(values) -> int:
     return result
 
 
-def _pair(p: Pair) -> str:
+def pair_text(p) -> str:
     return str(p[0]) if p[0] == p[1] else f"{p[0]}x{p[1]}"

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pwbench.errors import UserError
-from pwbench.spec import ConvSpec, as_pair
+from pwbench.spec import ConvSpec, as_pair, pair_text
 
 SUITES_DIR = Path(__file__).resolve().parent.parent / "suites"
 DEFAULT_SUITE = "default"
@@ -63,6 +63,8 @@ def load(name_or_path: str = DEFAULT_SUITE, **overrides) -> Suite:
     except tomllib.TOMLDecodeError as exc:
         raise UserError(f"{path}: malformed TOML: {exc}") from None
     head = data.get("suite", {})
+    if not isinstance(head, dict) or set(head) - _SUITE_DEFAULTS - {"description"}:
+        raise UserError(f"{path}: [suite] may only set description, {', '.join(sorted(_SUITE_DEFAULTS))}")
     defaults = {k: head[k] for k in _SUITE_DEFAULTS if k in head}
     defaults.update({k: v for k, v in overrides.items() if v is not None})
     unknown_top = set(data) - {"suite", "layer", "sweep"}
@@ -90,25 +92,22 @@ def _header_lines(text: str, table: str) -> list[int]:
 
 
 def _expand_sweep(entry: dict) -> list[dict]:
-    """Cartesian product over list-valued fields ([a, b] pairs stay pairs for 2-tuples of kernel etc.)."""
-    axes = {k: v for k, v in entry.items() if isinstance(v, list) and k != "name"
-            and not (k in ("kernel_size", "stride", "padding", "dilation") and _is_pair(v))}
+    """Cartesian product over every list-valued field; a fixed pair inside a sweep is nested:
+    ``kernel_size = [[1, 7]]``."""
+    axes = {k: v for k, v in entry.items() if isinstance(v, list)}
     if not axes:
         raise UserError("a [[sweep]] needs at least one list-valued field to sweep over")
     out = []
     for values in itertools.product(*axes.values()):
         fields = {**entry, **dict(zip(axes, values))}
         template = entry.get("name", "")
+        shown = {k: pair_text(v) if isinstance(v, list) else v for k, v in fields.items()}
         try:
-            fields["name"] = template.format(**fields)
+            fields["name"] = template.format(**shown)
         except (KeyError, IndexError, ValueError) as exc:
             raise UserError(f"bad name template {template!r}: {exc}") from None
         out.append(fields)
     return out
-
-
-def _is_pair(v) -> bool:
-    return len(v) == 2 and all(isinstance(x, int) for x in v)
 
 
 def _make_spec(fields: dict, defaults: dict, overrides: dict) -> ConvSpec:

@@ -327,10 +327,24 @@ def test_select():
         suites.select(layers, "no_such_column > 3")
 
 
-@pytest.mark.xfail(reason="loader bug: in a [[sweep]] a 2-integer list such as stride = [1, 2] is "
-                          "taken as the pair (1, 2), not swept (the README's own example does this)")
 def test_sweep_over_two_strides(tmp_path):
     path = tmp_path / "strides.toml"
     path.write_text("[[sweep]]\nin_channels = 8\ndepthwise = true\nsize = 14\n"
                     "kernel_size = 3\npadding = 1\nstride = [1, 2]\n")
     assert sorted(s.stride for s in suites.load(str(path)).layers) == [(1, 1), (2, 2)]
+
+
+def test_sweep_keeps_a_nested_pair_fixed_and_names_it(tmp_path):
+    path = tmp_path / "pairs.toml"
+    path.write_text('[[sweep]]\nname = "c{in_channels}_k{kernel_size}"\nin_channels = [4, 8]\n'
+                    'out_channels = 8\nsize = 14\nkernel_size = [[1, 7]]\npadding = [[0, 3]]\n')
+    layers = suites.load(str(path)).layers
+    assert [s.name for s in layers] == ["c4_k1x7", "c8_k1x7"]
+    assert {s.kernel_size for s in layers} == {(1, 7)}
+
+
+def test_unknown_suite_settings_are_rejected(tmp_path):
+    path = tmp_path / "typo.toml"
+    path.write_text("[suite]\nbtach = 8\n[[layer]]\nin_channels = 4\nout_channels = 4\nsize = 4\n")
+    with pytest.raises(UserError, match="may only set"):
+        suites.load(str(path))
