@@ -1,0 +1,46 @@
+"""pwbench's timer next to torch.utils.benchmark's blocked_autorange, on the same callables.
+
+For three torch convs (pointwise, depthwise, full) both timers measure the same prepared kernel
+with the same thread count, alternating for a few rounds so that machine noise hits both alike.
+Prints each timer's median (of the per-round medians) and their ratio; the goal is within 5 %.
+
+    python scripts/timer_agreement.py [--threads N] [--rounds R]
+"""
+
+import argparse
+import os
+import statistics
+
+parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+parser.add_argument("--threads", type=int, default=os.cpu_count())
+parser.add_argument("--rounds", type=int, default=5)
+args = parser.parse_args()
+
+from pwbench import runner
+
+runner.apply_threads(args.threads)
+
+import torch  # noqa: E402  (after the thread count is in the environment)
+from torch.utils.benchmark import Timer  # noqa: E402
+
+from pwbench import suites, targets, timing, verify  # noqa: E402
+from pwbench.backends import torch_backend  # noqa: E402
+
+torch.set_num_threads(args.threads)
+layers = {s.name: s for s in suites.load("default").layers}
+chosen = ["resnet50.layer1.0.conv1", "mobilenetv2.features.4.conv.1", "resnet50.layer1.0.conv2"]
+budget = timing.Budget(warmup_ms=100, sample_ms=400)
+
+print(f"threads={args.threads} rounds={args.rounds} torch={torch.__version__}")
+print(f"{'layer':34} {'kind':10} {'pwbench':>11} {'blocked_autorange':>18} {'ratio':>7}")
+for name in chosen:
+    spec = layers[name]
+    kernel = torch_backend.prepare(spec, targets.resolve("cpu"))
+    kernel.load(*verify.random_inputs(spec))
+    ours, theirs = [], []
+    for _ in range(args.rounds):
+        ours.append(timing.measure(kernel, budget).median_s)
+        timer = Timer("kernel()", globals={"kernel": kernel}, num_threads=args.threads)
+        theirs.append(timer.blocked_autorange(min_run_time=0.4).median)
+    a, b = statistics.median(ours), statistics.median(theirs)
+    print(f"{name:34} {spec.kind:10} {a * 1e6:9.1f}us {b * 1e6:16.1f}us {a / b:7.3f}")
