@@ -11,6 +11,8 @@ from rich.table import Table
 from pwbench import backends, runner, suites, targets
 
 console = Console()
+if not console.is_terminal:  # logs and CI: do not fold layer names into an 80-column box
+    console.width = 160
 CHECK_STYLE = {"passed": "green", "failed": "bold red", "untrusted": "yellow", "": "red"}
 
 

@@ -54,6 +54,7 @@ def collect(threads: int) -> dict:
         "hostname": platform.node(),
         **cpu_info(),
         "threads": threads,
+        "load_average": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,  # a busy machine?
         "git_commit": git_commit(),
         "utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "command": " ".join(["pwbench", *sys.argv[1:]]),
