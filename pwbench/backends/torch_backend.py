@@ -19,6 +19,10 @@ def versions() -> dict:
     return info
 
 
+def set_threads(threads: int) -> None:
+    torch.set_num_threads(threads)
+
+
 class TorchConv:
     def __init__(self, spec: ConvSpec, device: str):
         self.spec = spec
