@@ -26,6 +26,8 @@ def format_seconds(seconds: float) -> str:
 
 
 def run_with_progress(plan: runner.Plan):
+    runner.ensure_peaks(plan, lambda: console.print(
+        "measuring this machine's peak FLOP/s and memory bandwidth (a few seconds, once: cached)"))
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console, transient=False) as progress:
         task = progress.add_task(f"{plan.suite.name} on {plan.target.name}",
@@ -43,13 +45,15 @@ def run_with_progress(plan: runner.Plan):
 def summary(rows: list[dict]) -> None:
     table = Table(title="pwbench results", title_justify="left")
     for col, justify in (("layer", "left"), ("kind", "left"), ("backend", "left"),
-                         ("median", "right"), ("IQR", "right"), ("GFLOP/s", "right"), ("check", "left")):
+                         ("median", "right"), ("IQR", "right"), ("GFLOP/s", "right"),
+                         ("% of roof", "right"), ("check", "left")):
         table.add_column(col, justify=justify, overflow="fold")
     for r in rows:
         check = r["check"] or "not run"
         gflops = "-" if math.isnan(r["gflops"]) else f"{r['gflops']:.1f}"
+        roof = r.get("pct_of_roof", math.nan)
         table.add_row(r["layer"], r["kind"], r["backend"], format_seconds(r["median_s"]),
-                      format_seconds(r["iqr_s"]), gflops,
+                      format_seconds(r["iqr_s"]), gflops, "-" if math.isnan(roof) else f"{roof:.0f} %",
                       f"[{CHECK_STYLE[r['check']]}]{check}[/]")
     console.print(table)
     for r in rows:
@@ -78,3 +82,26 @@ def listing(what: str) -> None:
         for t in targets.TARGETS.values():
             table.add_row(t.name, t.family, t.description)
     console.print(table)
+
+
+def peaks_summary(peaks) -> None:
+    table = Table(title=f"peaks of this machine: target {peaks.target}, {peaks.threads} thread(s), "
+                        f"{peaks.source}", title_justify="left")
+    for col, justify in (("roof", "left"), ("value", "right"), ("method", "left")):
+        table.add_column(col, justify=justify)
+    for method, value in peaks.flops_candidates.items():
+        best = " (used)" if method == peaks.flops_method else ""
+        table.add_row("compute" + best, f"{value / 1e9:.1f} GFLOP/s", method)
+    for method, value in peaks.bytes_candidates.items():
+        best = " (used)" if method == peaks.bytes_method else ""
+        table.add_row("memory" + best, f"{value / 1e9:.1f} GB/s", method)
+    if not peaks.flops_candidates:  # peaks from a file
+        table.add_row("compute", f"{peaks.flops_per_s / 1e9:.1f} GFLOP/s", peaks.flops_method)
+        table.add_row("memory", f"{peaks.bytes_per_s / 1e9:.1f} GB/s", peaks.bytes_method)
+    table.add_row("ridge", f"{peaks.ridge:.1f} FLOP/B", "compute roof / bandwidth")
+    if peaks.physical_bound_flops_per_s:
+        table.add_row("physical bound", f"{peaks.physical_bound_flops_per_s / 1e9:.0f} GFLOP/s",
+                      "cores x 2 FMA units x fp32 lanes x 2 x 6 GHz (a sanity ceiling)")
+    console.print(table)
+    for note in peaks.notes:
+        console.print(f"[yellow]note:[/] {note}")

@@ -8,7 +8,7 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pwbench import backends, env, results, suites, targets, timing, verify
+from pwbench import backends, env, peaks, results, roofline, suites, targets, timing, verify
 from pwbench.errors import UserError
 from pwbench.spec import ConvSpec
 
@@ -24,6 +24,7 @@ class RunConfig:
     threads: int = field(default_factory=lambda: os.cpu_count() or 1)
     output: Path | None = None
     budget: timing.Budget = timing.Budget()
+    peaks_file: Path | None = None  # user-given peaks instead of measured ones
 
 
 def apply_threads(threads: int) -> None:
@@ -41,6 +42,7 @@ class Plan:
     specs: list[ConvSpec]
     target: targets.Target
     modules: dict  # backend name -> module
+    peaks: peaks.Peaks | None = None  # roofs for roofline_s / pct_of_roof
 
 
 def plan(config: RunConfig) -> Plan:
@@ -52,7 +54,14 @@ def plan(config: RunConfig) -> Plan:
                                  f"layers of suite {suite.name}")
     modules = {name: backends.load(name, target.family) for name in config.backends}
     targets.require_available(target)
-    return Plan(config, suite, specs, target, modules)
+    given = peaks.load_file(config.peaks_file) if config.peaks_file else None
+    return Plan(config, suite, specs, target, modules, given)
+
+
+def ensure_peaks(p: Plan, on_measure=lambda: None) -> None:
+    """Measured once per machine fingerprint and cached; a few seconds the first time."""
+    if p.peaks is None:
+        p.peaks = peaks.for_run(p.target, p.config.threads, on_measure=on_measure)
 
 
 def metadata(p: Plan) -> dict:
@@ -60,7 +69,8 @@ def metadata(p: Plan) -> dict:
     meta |= {"suite": p.suite.name, "suite_path": str(p.suite.path), "target": p.target.name,
              "backends": list(p.modules), "filter": p.config.filter or "",
              "batch": p.config.batch, "budget": vars(p.config.budget),
-             "versions": {k: v for m in p.modules.values() for k, v in m.versions().items()}}
+             "versions": {k: v for m in p.modules.values() for k, v in m.versions().items()},
+             "peaks": p.peaks.to_dict() if p.peaks else None}
     meta["fingerprint"] = env.fingerprint(meta)
     return meta
 
@@ -71,7 +81,7 @@ def measure_one(spec: ConvSpec, backend: str, module, p: Plan) -> dict:
            "threads": p.config.threads, "median_s": math.nan, "iqr_s": math.nan,
            "min_s": math.nan, "n_samples": 0, "number": 0, "samples_s": [], "gflops": math.nan,
            "noisy": False, "check": "", "max_abs_err": math.nan, "max_rel_err": math.nan,
-           "error": ""}
+           "error": "", **_roof(spec, math.nan, p)}
     try:
         kernel = module.prepare(spec, p.target)
         result = verify.check(kernel, spec)
@@ -88,8 +98,13 @@ def measure_one(spec: ConvSpec, backend: str, module, p: Plan) -> dict:
         return row
     row |= {"median_s": m.median_s, "iqr_s": m.iqr_s, "min_s": m.min_s,
             "n_samples": len(m.samples_s), "number": m.number, "samples_s": m.samples_s,
-            "gflops": results.gflops(spec.flops, m.median_s), "noisy": m.noisy}
+            "gflops": results.gflops(spec.flops, m.median_s), "noisy": m.noisy,
+            **_roof(spec, m.median_s, p)}
     return row
+
+
+def _roof(spec: ConvSpec, median_s: float, p: Plan) -> dict:
+    return roofline.row_columns(spec.flops, spec.bytes, spec.dtype, median_s, p.peaks)
 
 
 def execute(p: Plan, on_row=lambda row, done, total: None) -> results.RunWriter:
@@ -97,6 +112,7 @@ def execute(p: Plan, on_row=lambda row, done, total: None) -> results.RunWriter:
     for module in p.modules.values():
         if hasattr(module, "set_threads"):
             module.set_threads(p.config.threads)
+    ensure_peaks(p)
     out = p.config.output or results.default_dir(p.suite.name, p.target.name)
     writer = results.RunWriter(out, metadata(p))
     total = len(p.specs) * len(p.modules)
