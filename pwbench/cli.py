@@ -46,11 +46,34 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--output", type=Path, help="run directory (default: results/<time>_<suite>_<target>)")
     run.add_argument("--warmup-ms", type=float, default=50.0, help="warm-up per kernel (default 50)")
     run.add_argument("--sample-ms", type=float, default=400.0, help="sampling per kernel (default 400)")
+    run.add_argument("--peaks", type=Path, metavar="FILE",
+                     help="peak FLOP/s and bytes/s from a TOML/JSON file instead of measured ones")
+    run.add_argument("--report", action="store_true", help="write RUN_DIR/report/index.html at the end")
 
     lst = sub.add_parser("list", help="list suites, backends or targets")
     lst.add_argument("what", choices=("suites", "backends", "targets"))
 
     sub.add_parser("env", help="print the environment metadata a run records")
+
+    pk = sub.add_parser("peaks", help="measure peak FLOP/s and memory bandwidth (cached per machine)")
+    pk.add_argument("--target", default="cpu", help="cpu or cuda (default: cpu)")
+    pk.add_argument("--threads", type=positive_int, default=os.cpu_count() or 1,
+                    help="threads (default: all cores)")
+    pk.add_argument("--refresh", action="store_true", help="measure again even when cached")
+    pk.add_argument("--json", action="store_true", help="print the peaks as JSON")
+
+    rep = sub.add_parser("report", help="tables, roofline and comparison figures as one index.html")
+    rep.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR", help="one or more run directories")
+    rep.add_argument("--out", type=Path, help="output directory (default: RUN_DIR/report for one run, "
+                                              "results/report_<time> for several)")
+    rep.add_argument("--peaks", type=Path, metavar="FILE", help="replace every run's peaks (TOML/JSON)")
+    rep.add_argument("--baseline", default="torch", help="backend speedups are relative to (default: torch)")
+    rep.add_argument("--machines", type=Path, metavar="FILE",
+                     help="TOML with price_per_hour and watts per machine ([[machine]] match = ...)")
+    rep.add_argument("--price", action="append", default=[], metavar="MATCH=USD_PER_HOUR",
+                     help="price of a machine (a run label, hostname or run directory name)")
+    rep.add_argument("--watts", action="append", default=[], metavar="MATCH=WATTS",
+                     help="power draw of a machine")
     return parser
 
 
@@ -62,7 +85,8 @@ def cmd_run(args) -> int:
         suite=args.suite, target=args.target,
         backends=tuple(b.strip() for b in args.backend.split(",") if b.strip()),
         filter=args.filter, batch=args.batch, layout=args.layout, threads=args.threads,
-        output=args.output, budget=timing.Budget(warmup_ms=args.warmup_ms, sample_ms=args.sample_ms))
+        output=args.output, budget=timing.Budget(warmup_ms=args.warmup_ms, sample_ms=args.sample_ms),
+        peaks_file=args.peaks)
     plan = runner.plan(config)
     from pwbench import console
 
@@ -73,6 +97,10 @@ def cmd_run(args) -> int:
         return EXIT_INTERRUPTED
     console.summary(writer.rows)
     print(f"results: {writer.dir}")
+    if args.report:
+        from pwbench import report
+
+        print(f"report: {report.build([writer.dir], writer.dir / 'report').index}")
     failed = sum(math.isnan(r["median_s"]) for r in writer.rows)  # failed checks are never timed
     if failed:
         print(f"pwbench: {failed} kernel(s) failed their check or could not run (see the error column)",
@@ -94,10 +122,38 @@ def cmd_env(args) -> int:
     return 0
 
 
+def cmd_peaks(args) -> int:
+    from pwbench import runner
+
+    runner.apply_threads(args.threads)
+    from pwbench import console, peaks, targets
+
+    target = targets.resolve(args.target)
+    targets.require_available(target)
+    result = peaks.for_run(target, args.threads, refresh=args.refresh,
+                           on_measure=lambda: console.console.print("measuring (a few seconds) ..."))
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2))
+    else:
+        console.peaks_summary(result)
+    return 0
+
+
+def cmd_report(args) -> int:
+    from pwbench import report
+
+    costs = report.costs.parse(args.machines, args.price, args.watts)
+    built = report.build(args.runs, args.out, peaks_file=args.peaks, baseline=args.baseline,
+                         costs=costs, print_tables=True)
+    print(f"report: {built.index}")
+    return 0
+
+
 def main(argv=None) -> int:
     try:
         args = build_parser().parse_args(argv)
-        return {"run": cmd_run, "list": cmd_list, "env": cmd_env}[args.command](args)
+        return {"run": cmd_run, "list": cmd_list, "env": cmd_env, "peaks": cmd_peaks,
+                "report": cmd_report}[args.command](args)
     except UserError as exc:
         print(f"pwbench: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -1,0 +1,196 @@
+"""`pwbench report RUN_DIR...`: latency tables, roofline charts, theory vs measured, tuning curves
+and hardware selection, written as files (Markdown/HTML/CSV tables, PNG/SVG figures) and linked
+from one offline index.html. Modules: runs (loading), tables, theory, selection, curves, costs,
+plots, html; this one puts them together."""
+
+from __future__ import annotations
+
+import datetime
+from dataclasses import dataclass
+from pathlib import Path
+
+from pwbench.errors import UserError
+from pwbench.report import costs, curves, html, runs, selection, tables, theory
+
+__all__ = ["Built", "build", "costs"]
+
+
+@dataclass
+class Built:
+    index: Path
+    files: list[Path]
+
+
+def build(run_dirs, out=None, peaks_file=None, baseline: str = "torch",
+          costs: costs.Costs | None = None, print_tables: bool = False) -> Built:
+    from pwbench.report import plots  # matplotlib only when a report is made
+
+    loaded = runs.load(run_dirs, peaks_file)
+    groups = selection.by_suite(loaded)
+    prices = costs or globals()["costs"].Costs({})
+    prices.check_used(loaded)
+    out = _prepare(Path(out) if out else _default_out(loaded))
+    writer = _Writer(out, plots, print_tables)
+    sections = [writer.overview(loaded)]
+    for run in loaded:
+        sections.append(writer.run_section(run, tables.baseline_of(run, baseline)))
+    for suite, members in groups.items():
+        if sum(len(r.backends) for r in members) > 1:
+            sections.append(writer.selection_section(suite, members, prices))
+    title = "pwbench report: " + ", ".join(dict.fromkeys(r.suite for r in loaded))
+    intro = (f"{len(loaded)} run(s); times are per-call medians, network totals weight each layer "
+             f"by its count. Generated {_now()}.")
+    index = html.write_index(out, title, intro, sections)
+    return Built(index, [index, *writer.files])
+
+
+def _default_out(loaded) -> Path:
+    if len(loaded) == 1:
+        return loaded[0].dir / "report"
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    return Path("results") / f"report_{stamp}"
+
+
+def _prepare(out: Path) -> Path:
+    try:
+        for sub in ("figures", "tables"):
+            (out / sub).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot write the report to {out}: {exc.strerror or exc}; "
+                        "choose another --out") from None
+    return out
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+
+class _Writer:
+    """Writes each table and figure once and returns the HTML that shows it."""
+
+    def __init__(self, out: Path, plots, print_tables: bool):
+        self.out, self.plots, self.print_tables = out, plots, print_tables
+        self.files: list[Path] = []
+
+    def _table(self, numeric, columns: dict, name: str, title: str, caption: str = "",
+               echo: bool = True) -> str:
+        shown = tables.display(numeric, columns)
+        paths = tables.write(shown, numeric, self.out / "tables" / name, title)
+        self.files += paths.values()
+        if self.print_tables and echo:
+            from pwbench.console import console
+
+            console.print(tables.rich_table(shown, title))
+        return html.table(tables.to_html(shown, caption), paths.values(), self.out, title)
+
+    def _figure(self, paths, caption: str) -> str:
+        self.files += paths
+        return html.figure(paths, self.out, caption)
+
+    def overview(self, loaded) -> html.Section:
+        section = html.Section("Runs and machine peaks", "runs")
+        rows = [_run_facts(r) for r in loaded]
+        import pandas as pd
+
+        frame = pd.DataFrame(rows)
+        columns = {c: (c, "text") for c in frame.columns}
+        columns |= {"peak GFLOP/s": ("peak GFLOP/s", "gflops"), "peak GB/s": ("peak GB/s", "gflops"),
+                    "ridge FLOP/B": ("ridge FLOP/B", "gflops")}
+        section.add(self._table(frame, columns, "runs", "Runs", echo=False))
+        section.add(html.notes(_peak_notes(loaded)))
+        return section
+
+    def run_section(self, run: runs.Run, baseline: str) -> html.Section:
+        section = html.Section(f"{run.suite} on {run.label}", f"run-{run.slug}")
+        if run.meta.get("status") != "complete":
+            section.add(html.paragraph(f"This run is {run.meta.get('status', 'unknown')}: only the "
+                                       "rows it finished are shown.", "muted"))
+        latency = tables.latency(run, baseline)
+        section.add(self._table(latency, tables.latency_columns(run, baseline),
+                                f"latency_{run.slug}", f"Latency: {run.suite} on {run.label}",
+                                f"batch {', '.join(map(str, sorted(set(run.records['batch']))))}; "
+                                f"speedup = {baseline} median / backend median"))
+        if run.peaks:
+            section.add(self._figure(self.plots.roofline_chart(run, self.out / "figures" / f"roofline_{run.slug}"),
+                                     "Roofline: each layer's achieved GFLOP/s at its arithmetic "
+                                     "intensity, under the measured compute roof and bandwidth slope."))
+        else:
+            section.add(html.paragraph("No peaks recorded for this run: no roofline (give them with "
+                                       "--peaks FILE).", "muted"))
+        if theory.has_pairs(run):
+            section.add(self._theory(run))
+        section.parts += self._tuning(run, baseline)
+        return section
+
+    def _theory(self, run: runs.Run) -> str:
+        frame = theory.pairs(run)
+        if frame.empty:
+            return html.paragraph("Layers carry pairs, but no pair has both a factored and a full side.")
+        table = self._table(theory.table(frame), theory.COLUMNS, f"theory_{run.slug}",
+                            f"Theory vs measured: {run.suite} on {run.label}",
+                            "ratios are factored / full; FLOP saving kept = (1 - time ratio) / (1 - FLOP ratio)")
+        paths = self.plots.theory_scatter(frame, f"Predicted FLOP ratio vs measured time ratio ({run.label})",
+                                          self.out / "figures" / f"theory_{run.slug}")
+        caption = ("Below the y = x line a factored block saves more time than FLOPs; above it, "
+                   "less. Above y = 1 the factored block is slower than the full conv.")
+        return table + html.notes(theory.summary(frame, run)) + self._figure(paths, caption)
+
+    def _tuning(self, run: runs.Run, baseline: str) -> list[str]:
+        data = curves.read(run)
+        if data is None:
+            return []
+        parts = ["<h3>Tuning curves</h3>"]
+        for (spec_id, layer), rows in data.groupby(["spec_id", "layer"], sort=False):
+            base = curves.baseline_seconds(run, spec_id, baseline)
+            stem = self.out / "figures" / f"tuning_{run.slug}_{runs.slug(layer)}"
+            paths = self.plots.tuning_curves(rows, base, baseline, f"Tuning {layer} on {run.label}", stem)
+            parts.append(self._figure(paths, f"{layer}: best latency so far vs trials and vs "
+                                             f"seconds; dashed: the {baseline} median"
+                                             + ("" if base else f" (no {baseline} time recorded)")))
+        return parts
+
+    def selection_section(self, suite: str, members, prices) -> html.Section:
+        section = html.Section(f"Hardware selection: {suite}", f"select-{runs.slug(suite)}")
+        entries = selection.entries(members, prices)
+        name = runs.slug(suite)
+        section.add(self._table(entries, selection.entries_columns(entries), f"selection_{name}",
+                                f"Network latency per machine and backend: {suite}",
+                                "ranked by network latency (fastest first); throughput = batch / latency"))
+        won = selection.winners(entries)
+        section.add(self._table(won, selection.winners_columns(entries), f"winners_{name}",
+                                f"Fastest per layer kind: {suite}", "time of that kind's layers, x count"))
+        section.add(self._figure(self.plots.latency_by_kind(entries, f"Network latency by layer kind: {suite}",
+                                                            self.out / "figures" / f"selection_{name}"),
+                                 "Each bar is one machine and backend; segments are the time spent in each layer kind."))
+        cost_axes = [(c, label) for c, label in (("price_per_hour", "price (USD/hour)"), ("watts", "power (W)"))
+                     if entries[c].notna().any()]
+        if cost_axes:
+            section.add(self._figure(self.plots.pareto(entries, cost_axes, f"Throughput vs cost: {suite}",
+                                                       self.out / "figures" / f"pareto_{name}"),
+                                     "Machines on the green line are Pareto-optimal: no other is both cheaper and faster."))
+        return section
+
+
+def _run_facts(run: runs.Run) -> dict:
+    m, p = run.meta, run.peaks
+    return {"run": run.label, "directory": run.dir.name, "suite": run.suite,
+            "cpu": f"{m.get('cpu_model', '?')} ({m.get('cores', '?')} cores)",
+            "target": m.get("target", ""), "threads": str(m.get("threads", "")),
+            "backends": ", ".join(run.backends), "utc": m.get("utc", ""),
+            "commit": str(m.get("git_commit", ""))[:12],
+            "peak GFLOP/s": p.flops_per_s / 1e9 if p else float("nan"),
+            "peak GB/s": p.bytes_per_s / 1e9 if p else float("nan"),
+            "ridge FLOP/B": p.ridge if p else float("nan")}
+
+
+def _peak_notes(loaded) -> list[str]:
+    notes = []
+    for run in loaded:
+        p = run.peaks
+        if p is None:
+            notes.append(f"{run.label}: no peaks recorded")
+            continue
+        notes.append(f"{run.label}: compute roof from {p.flops_method}; bandwidth from "
+                     f"{p.bytes_method}; {p.source}" + (f", {p.utc}" if p.utc else "")
+                     + "".join(f"; {n}" for n in p.notes))
+    return notes

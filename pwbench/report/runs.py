@@ -1,0 +1,89 @@
+"""Run directories as the report sees them: validated records, the peaks in effect, a label."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from pwbench import peaks as peaks_mod
+from pwbench import results, roofline
+from pwbench.errors import UserError
+
+REQUIRED = ("suite", "layer", "spec_id", "kind", "batch", "in_channels", "out_channels", "height",
+            "width", "kernel_size", "stride", "groups", "dtype", "count", "flops", "bytes",
+            "intensity", "backend", "target", "threads", "median_s", "check")
+
+
+@dataclass
+class Run:
+    dir: Path
+    meta: dict
+    records: pd.DataFrame  # the run's rows, roofline columns recomputed for `peaks`
+    peaks: peaks_mod.Peaks | None
+    label: str  # "host target Nt", unique within one report
+
+    @property
+    def suite(self) -> str:
+        return str(self.records["suite"].iloc[0])
+
+    @property
+    def slug(self) -> str:
+        return slug(self.label)
+
+    @property
+    def backends(self) -> list[str]:
+        return list(dict.fromkeys(self.records["backend"]))
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-") or "run"
+
+
+def load(directories, peaks_file=None) -> list[Run]:
+    """Every run directory, validated; a user peaks file replaces the peaks each run recorded."""
+    given = peaks_mod.load_file(peaks_file) if peaks_file else None
+    runs = [_load_one(Path(d), given) for d in directories]
+    _make_labels_unique(runs)
+    return runs
+
+
+def _load_one(directory: Path, given) -> Run:
+    meta, records = results.read_run(directory)
+    if records.empty:
+        raise UserError(f"{directory} holds no records (the run measured nothing)")
+    missing = [c for c in REQUIRED if c not in records.columns]
+    if missing:
+        raise UserError(f"{directory}: records lack column(s) {', '.join(missing)}; "
+                        "not a pwbench run, or written by an incompatible version")
+    if records["suite"].nunique() != 1:
+        raise UserError(f"{directory}: records from several suites in one run")
+    peaks = given or _recorded_peaks(directory, meta)
+    return Run(directory, meta, roofline.add_columns(records, peaks), peaks, _label(meta, records))
+
+
+def _recorded_peaks(directory: Path, meta: dict):
+    if not meta.get("peaks"):
+        return None
+    return peaks_mod.Peaks.from_dict(meta["peaks"], f"{directory / results.META} (peaks)")
+
+
+def _label(meta: dict, records: pd.DataFrame) -> str:
+    host = meta.get("hostname") or meta.get("cpu_model") or "unknown"
+    target = meta.get("target") or records["target"].iloc[0]
+    threads = meta.get("threads") or records["threads"].iloc[0]
+    return f"{host} {target} {threads}t"
+
+
+def _make_labels_unique(runs: list[Run]) -> None:
+    paths = [r.dir.resolve() for r in runs]
+    if len(set(paths)) < len(paths):
+        raise UserError("the same run directory was given twice")
+    for suffix in (lambda r: r.dir.name, lambda r: str(r.dir)):
+        counts = Counter(r.label for r in runs)
+        for run in runs:
+            if counts[run.label] > 1:
+                run.label = f"{run.label} ({suffix(run)})"
