@@ -190,7 +190,8 @@ def _peak_notes(loaded) -> list[str]:
         if p is None:
             notes.append(f"{run.label}: no peaks recorded")
             continue
+        origin = {"measured": f"measured {p.utc}",
+                  "cache": f"measured {p.utc}, reused from the peaks cache"}.get(p.source, p.source)
         notes.append(f"{run.label}: compute roof from {p.flops_method}; bandwidth from "
-                     f"{p.bytes_method}; {p.source}" + (f", {p.utc}" if p.utc else "")
-                     + "".join(f"; {n}" for n in p.notes))
+                     f"{p.bytes_method}; {origin}" + "".join(f"; {n}" for n in p.notes))
     return notes

@@ -22,7 +22,7 @@ table.data tr.total td { font-weight: 600; border-top: 2px solid #999; }
 table.data td.bad { color: #b00020; font-weight: 600; } table.data td.warn { color: #a66400; }
 table.data caption { text-align: left; color: #666; padding: 4px 0; }
 .scroll { overflow-x: auto; } figure { margin: 12px 0 20px; }
-figure img { max-width: 100%; height: auto; border: 1px solid #eee; }
+figure img { max-width: min(100%, 1000px); height: auto; border: 1px solid #eee; }
 figcaption, .files { font-size: 12.5px; color: #555; } .files a { margin-right: 10px; }
 ul.notes li { margin: 3px 0; } dl.meta { display: grid; grid-template-columns: max-content auto;
 gap: 2px 14px; font-size: 13px; } dl.meta dt { color: #666; } dl.meta dd { margin: 0; }

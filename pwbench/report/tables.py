@@ -177,8 +177,7 @@ def _right_aligned(table: pd.DataFrame) -> list[bool]:
 def write(table: pd.DataFrame, numeric: pd.DataFrame, stem, title: str) -> dict:
     """stem.md, stem.html (a standalone page) and stem.csv (numbers, unformatted)."""
     stem.parent.mkdir(parents=True, exist_ok=True)
-    paths = {"md": stem.with_suffix(".md"), "html": stem.with_suffix(".html"),
-             "csv": stem.with_suffix(".csv")}
+    paths = {ext: stem.parent / f"{stem.name}.{ext}" for ext in ("md", "html", "csv")}
     paths["md"].write_text(to_markdown(table, title))
     paths["html"].write_text(standalone_page(title, to_html(table)))
     numeric.to_csv(paths["csv"], index=False)
