@@ -59,6 +59,22 @@ def summary(rows: list[dict]) -> None:
     for r in rows:
         if r["error"]:
             console.print(f"[red]{r['layer']} [{r['backend']}]:[/] {r['error']}")
+    _above_roof_note(rows)
+
+
+def _above_roof_note(rows: list[dict]) -> None:
+    """A time below the roofline bound means the bound is wrong for that layer: say why it can be."""
+    above = {bound: [r for r in rows if r.get("bound") == bound and r.get("pct_of_roof", 0) > 110]
+             for bound in ("compute", "memory")}
+    if above["compute"]:
+        console.print(f"[yellow]note:[/] {len(above['compute'])} compute-bound kernel(s) beat the "
+                      "measured FLOP/s peak: the peaks were probably measured on a busy machine "
+                      "(run 'pwbench peaks --refresh' when it is quiet), or the library does fewer "
+                      "FLOPs than direct convolution (Winograd / FFT)")
+    if above["memory"]:
+        console.print(f"[yellow]note:[/] {len(above['memory'])} memory-bound kernel(s) beat the "
+                      "DRAM bandwidth roof: their working set fits in cache, so the DRAM roof "
+                      "does not bound them")
 
 
 def listing(what: str) -> None:
