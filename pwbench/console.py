@@ -117,7 +117,7 @@ def peaks_summary(peaks) -> None:
     table.add_row("ridge", f"{peaks.ridge:.1f} FLOP/B", "compute roof / bandwidth")
     if peaks.physical_bound_flops_per_s:
         table.add_row("physical bound", f"{peaks.physical_bound_flops_per_s / 1e9:.0f} GFLOP/s",
-                      "cores x 2 FMA units x fp32 lanes x 2 x 6 GHz (a sanity ceiling)")
+                      "cores x fp32 FMAs per cycle x 2 x 6 GHz (a sanity ceiling)")
     console.print(table)
     for note in peaks.notes:
         console.print(f"[yellow]note:[/] {note}")

@@ -84,19 +84,24 @@ class Peaks:
 
 
 def physical_flops_bound(cpu_flags, cores: int, max_ghz: float = GENEROUS_MAX_GHZ) -> float:
-    """A bound no CPU can beat: cores x 2 FMA units x fp32 lanes x 2 FLOP x a generous clock."""
+    """A bound no CPU can beat: cores x fp32 FMAs per cycle x 2 FLOP x a generous clock.
+    FMAs per cycle from the widest vector extension: x86 cores have at most 2 FMA pipes of
+    that width; ARM NEON cores up to 4 x 128 bit (Apple M1-M4, Neoverse V2); SVE is counted
+    as 2 x 2048 bit, the largest vector the architecture allows."""
     flags = set(cpu_flags)
     if "sve" in flags or "sve2" in flags:
-        lanes = 64  # SVE vectors may be up to 2048 bits
+        fma_per_cycle = 2 * 64
     elif "avx512f" in flags:
-        lanes = 16
+        fma_per_cycle = 2 * 16
     elif flags & {"avx", "avx2", "fma"}:
-        lanes = 8
-    elif flags & {"sse4_2", "asimd"}:
-        lanes = 4
+        fma_per_cycle = 2 * 8
+    elif flags & {"asimd", "neon"}:
+        fma_per_cycle = 4 * 4
+    elif "sse4_2" in flags:
+        fma_per_cycle = 2 * 4
     else:
-        lanes = 16
-    return cores * 2 * lanes * 2 * max_ghz * 1e9
+        fma_per_cycle = 2 * 16
+    return cores * fma_per_cycle * 2 * max_ghz * 1e9
 
 
 # ---- cache and override file -----------------------------------------------------------------
@@ -149,7 +154,8 @@ def load_file(path) -> Peaks:
         data = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
     except (ValueError, tomllib.TOMLDecodeError) as exc:
         raise UserError(f"{path}: malformed peaks file: {exc}") from None
-    data = data.get("peaks", data)
+    if isinstance(data, dict):
+        data = data.get("peaks", data)
     return dataclasses.replace(Peaks.from_dict(data, str(path)), source=f"file {path}")
 
 
@@ -196,8 +202,10 @@ def measure(target: Target, threads: int) -> Peaks:
         physical_bound_flops_per_s=bound)
 
 
-def _best_rate(fn, work: float, sync=lambda: None, budget_s: float = REPEAT_BUDGET_S) -> float:
-    """work / the fastest of several calls (after one warm-up call), repeated for budget_s."""
+def _best_rate(fn, work: float, sync=lambda: None, budget_s: float | None = None) -> float:
+    """work / the fastest of several calls (after one warm-up call), repeated for budget_s
+    (default REPEAT_BUDGET_S)."""
+    budget_s = REPEAT_BUDGET_S if budget_s is None else budget_s
     fn()
     sync()
     times: list[float] = []
