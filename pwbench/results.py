@@ -66,17 +66,25 @@ class RunWriter:
 def read_run(directory) -> tuple[dict, pd.DataFrame]:
     """Load a run directory (a finished run, or the rows an interrupted one kept)."""
     path = Path(directory)
+    if not path.is_dir():
+        raise UserError(f"{path} {'is not a directory' if path.exists() else 'does not exist'}; "
+                        "expected a pwbench run directory")
     if not (path / META).is_file():
         raise UserError(f"{path} is not a pwbench run directory (no {META})")
     try:
         meta = json.loads((path / META).read_text())
     except ValueError as exc:
         raise UserError(f"{path / META} is not valid JSON: {exc}") from None
+    if not isinstance(meta, dict):
+        raise UserError(f"{path / META}: expected a JSON object, got {type(meta).__name__}")
     if meta.get("schema_version", 0) > SCHEMA_VERSION:
         raise UserError(f"{path} was written by a newer pwbench (schema {meta['schema_version']}); "
                         "upgrade pwbench to read it")
     if (path / "records.parquet").is_file():
-        return meta, pd.read_parquet(path / "records.parquet")
+        try:
+            return meta, pd.read_parquet(path / "records.parquet")
+        except (ValueError, OSError) as exc:  # pyarrow's ArrowInvalid is a ValueError
+            raise UserError(f"{path / 'records.parquet'}: unreadable: {str(exc)[:200]}") from None
     lines = (path / RECORDS).read_text().splitlines() if (path / RECORDS).exists() else []
     rows = []
     for n, line in enumerate(lines, 1):

@@ -23,13 +23,12 @@ class Built:
 
 def build(run_dirs, out=None, peaks_file=None, baseline: str = "torch",
           costs: costs.Costs | None = None, print_tables: bool = False) -> Built:
-    from pwbench.report import plots  # matplotlib only when a report is made
-
     loaded = runs.load(run_dirs, peaks_file)
     groups = selection.by_suite(loaded)
     prices = costs or globals()["costs"].Costs({})
     prices.check_used(loaded)
     out = _prepare(Path(out) if out else _default_out(loaded))
+    from pwbench.report import plots  # matplotlib only once the input is known to be good
     writer = _Writer(out, plots, print_tables)
     sections = [writer.overview(loaded)]
     for run in loaded:

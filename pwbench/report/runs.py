@@ -16,6 +16,8 @@ from pwbench.errors import UserError
 REQUIRED = ("suite", "layer", "spec_id", "kind", "batch", "in_channels", "out_channels", "height",
             "width", "kernel_size", "stride", "groups", "dtype", "count", "flops", "bytes",
             "intensity", "backend", "target", "threads", "median_s", "check")
+NUMERIC = ("batch", "in_channels", "out_channels", "height", "width", "groups", "count", "flops",
+           "bytes", "intensity", "threads", "median_s")
 
 
 @dataclass
@@ -61,6 +63,13 @@ def _load_one(directory: Path, given) -> Run:
                         "not a pwbench run, or written by an incompatible version")
     if records["suite"].nunique() != 1:
         raise UserError(f"{directory}: records from several suites in one run")
+    for column in NUMERIC:
+        values = pd.to_numeric(records[column], errors="coerce")
+        bad = values.isna() & records[column].notna()
+        if bad.any():
+            raise UserError(f"{directory}: record {int(bad.to_numpy().argmax()) + 1}: {column} is "
+                            f"not a number ({records[column][bad].iloc[0]!r})")
+        records[column] = values
     peaks = given or _recorded_peaks(directory, meta)
     return Run(directory, meta, roofline.add_columns(records, peaks), peaks, _label(meta, records))
 
