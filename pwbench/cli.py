@@ -30,6 +30,25 @@ def positive_int(text: str) -> int:
     return value
 
 
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def add_tuning_options(parser) -> None:
+    parser.add_argument("--trials", type=positive_int, default=64,
+                        help="tvm-tuned: MetaSchedule trials per layer (default 64)")
+    parser.add_argument("--tune-minutes", type=positive_float, metavar="M",
+                        help="tvm-tuned: stop tuning after M minutes for the whole suite")
+    parser.add_argument("--tuning-dir", type=Path, metavar="DIR",
+                        help="tuning database root, or one database (default: <cache dir>/tuning)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="pwbench", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -49,6 +68,17 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--peaks", type=Path, metavar="FILE",
                      help="peak FLOP/s and bytes/s from a TOML/JSON file instead of measured ones")
     run.add_argument("--report", action="store_true", help="write RUN_DIR/report/index.html at the end")
+    add_tuning_options(run)
+
+    tune = sub.add_parser("tune", help="tune a suite's layers for tvm-tuned, without timing them")
+    tune.add_argument("--target", default="cpu", help="cpu, x86 or a TVM target (default: cpu)")
+    tune.add_argument("--suite", default="default", help="a builtin suite name or a .toml path")
+    tune.add_argument("--filter", help="pandas query over layer columns, e.g. \"kind == 'depthwise'\"")
+    tune.add_argument("--batch", type=positive_int, help="override every layer's batch size")
+    tune.add_argument("--layout", choices=("NCHW", "NHWC"), help="override every layer's layout")
+    tune.add_argument("--threads", type=positive_int, default=os.cpu_count() or 1,
+                      help="threads the tuned kernels will run with (default: all cores)")
+    add_tuning_options(tune)
 
     lst = sub.add_parser("list", help="list suites, backends or targets")
     lst.add_argument("what", choices=("suites", "backends", "targets"))
@@ -86,7 +116,8 @@ def cmd_run(args) -> int:
         backends=tuple(b.strip() for b in args.backend.split(",") if b.strip()),
         filter=args.filter, batch=args.batch, layout=args.layout, threads=args.threads,
         output=args.output, budget=timing.Budget(warmup_ms=args.warmup_ms, sample_ms=args.sample_ms),
-        peaks_file=args.peaks)
+        peaks_file=args.peaks, trials=args.trials, tune_minutes=args.tune_minutes,
+        tuning_dir=args.tuning_dir)
     plan = runner.plan(config)
     from pwbench import console
 
@@ -106,6 +137,18 @@ def cmd_run(args) -> int:
         print(f"pwbench: {failed} kernel(s) failed their check or could not run (see the error column)",
               file=sys.stderr)
     return 1 if failed else 0
+
+
+def cmd_tune(args) -> int:
+    from pwbench import runner
+
+    runner.apply_threads(args.threads)  # the tuner's worker processes inherit TVM_NUM_THREADS
+    from pwbench import tune_command
+
+    return tune_command.run(runner.RunConfig(
+        suite=args.suite, target=args.target, filter=args.filter, batch=args.batch,
+        layout=args.layout, threads=args.threads, trials=args.trials,
+        tune_minutes=args.tune_minutes, tuning_dir=args.tuning_dir))
 
 
 def cmd_list(args) -> int:
@@ -152,7 +195,7 @@ def cmd_report(args) -> int:
 def main(argv=None) -> int:
     try:
         args = build_parser().parse_args(argv)
-        return {"run": cmd_run, "list": cmd_list, "env": cmd_env, "peaks": cmd_peaks,
+        return {"run": cmd_run, "tune": cmd_tune, "list": cmd_list, "env": cmd_env, "peaks": cmd_peaks,
                 "report": cmd_report}[args.command](args)
     except UserError as exc:
         print(f"pwbench: error: {exc}", file=sys.stderr)

@@ -16,6 +16,7 @@ from pwbench.errors import UserError
 
 SCHEMA_VERSION = 1
 META, RECORDS = "meta.json", "records.jsonl"
+CURVES = "tuning_curves.csv"
 
 
 def default_dir(suite: str, target: str) -> Path:
@@ -44,6 +45,13 @@ class RunWriter:
         self._records.write(json.dumps(row, allow_nan=True) + "\n")
         self._records.flush()
         os.fsync(self._records.fileno())
+
+    def add_curve(self, rows: list[dict]) -> None:
+        """Rows of tuning_curves.csv (a tuned kernel's best latency vs trial and seconds)."""
+        if not rows:
+            return
+        path = self.dir / CURVES
+        pd.DataFrame(rows).to_csv(path, mode="a", header=not path.exists(), index=False)
 
     def finish(self, status: str = "complete") -> None:
         self._records.close()

@@ -25,6 +25,9 @@ class RunConfig:
     output: Path | None = None
     budget: timing.Budget = timing.Budget()
     peaks_file: Path | None = None  # user-given peaks instead of measured ones
+    trials: int = 64  # tvm-tuned: MetaSchedule trials per layer
+    tune_minutes: float | None = None  # tvm-tuned: tuning budget for the whole suite
+    tuning_dir: Path | None = None  # tvm-tuned: tuning database root (default: the cache dir)
 
 
 def apply_threads(threads: int) -> None:
@@ -54,6 +57,9 @@ def plan(config: RunConfig) -> Plan:
                                  f"layers of suite {suite.name}")
     modules = {name: backends.load(name, target.family) for name in config.backends}
     targets.require_available(target)
+    for module in modules.values():  # e.g. open a tuning database: a bad one fails here, once
+        if hasattr(module, "configure"):
+            module.configure(config, target)
     given = peaks.load_file(config.peaks_file) if config.peaks_file else None
     return Plan(config, suite, specs, target, modules, given)
 
@@ -75,15 +81,22 @@ def metadata(p: Plan) -> dict:
     return meta
 
 
-def measure_one(spec: ConvSpec, backend: str, module, p: Plan) -> dict:
-    """One row: prepare, check, and time only a kernel that passed (or is untrusted)."""
+def measure_one(spec: ConvSpec, backend: str, module, p: Plan, writer=None) -> dict:
+    """One row: prepare, check, and time only a kernel that passed (or is untrusted). A tuned
+    kernel's tuning curve goes to the writer's tuning_curves.csv."""
     row = {"suite": p.suite.name, **spec.describe(), "backend": backend, "target": p.target.name,
            "threads": p.config.threads, "median_s": math.nan, "iqr_s": math.nan,
            "min_s": math.nan, "n_samples": 0, "number": 0, "samples_s": [], "gflops": math.nan,
            "noisy": False, "check": "", "max_abs_err": math.nan, "max_rel_err": math.nan,
-           "error": "", **_roof(spec, math.nan, p)}
+           "error": "", "target_string": "", "tuning": "", "tuning_trials": 0,
+           "tuning_s": math.nan, **_roof(spec, math.nan, p)}
     try:
         kernel = module.prepare(spec, p.target)
+        row |= getattr(kernel, "columns", {})
+        if writer is not None and getattr(kernel, "tuning_record", None):
+            from pwbench import tuning
+
+            writer.add_curve(tuning.curve_rows(spec, backend, p.target.name, kernel.tuning_record))
         result = verify.check(kernel, spec)
         row |= {"check": result.verdict, "max_abs_err": result.max_abs_err,
                 "max_rel_err": result.max_rel_err, "error": result.detail}
@@ -122,7 +135,7 @@ def execute(p: Plan, on_row=lambda row, done, total: None) -> results.RunWriter:
             for name, module in p.modules.items():
                 key = (spec.id, name)
                 if key not in measured:
-                    measured[key] = measure_one(spec, name, module, p)
+                    measured[key] = measure_one(spec, name, module, p, writer)
                 row = {**measured[key], **spec.describe()}
                 writer.add(row)
                 on_row(row, len(writer.rows), total)

@@ -39,6 +39,10 @@ def register(info: BackendInfo) -> None:
 
 register(BackendInfo("torch", "pwbench.backends.torch_backend", ("torch",), ("cpu", "cuda"),
                      "torch.nn.functional.conv2d (oneDNN on CPU, cuDNN on CUDA); NHWC = channels_last"))
+register(BackendInfo("tvm", "pwbench.backends.tvm_backend", ("tvm",), ("cpu",),
+                     "Apache TVM, untuned: the TOPI compute with no schedule (serial loop nest)"))
+register(BackendInfo("tvm-tuned", "pwbench.backends.tvm_tuned_backend", ("tvm",), ("cpu",),
+                     "Apache TVM tuned by MetaSchedule (--trials per layer), reusing tuning databases"))
 
 
 def unavailable_reason(name: str) -> str | None:

@@ -1,0 +1,82 @@
+"""`pwbench tune`: tune a suite's layers into the tuning database, with a progress bar per layer
+and the budget left. Ctrl-C stops after the current batch; every finished batch stays saved."""
+
+from __future__ import annotations
+
+import math
+
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from pwbench import suites, targets, tuning
+from pwbench.errors import UserError
+from pwbench.console import console, format_seconds
+
+
+def run(config) -> int:
+    """config: a runner.RunConfig (suite, filter, batch, layout, target, threads, trials, ...)."""
+    target = targets.resolve(config.target)
+    if target.family != "cpu":
+        raise UserError(f"pwbench tune supports CPU targets only, not {target.family}")
+    suite = suites.load(config.suite, batch=config.batch, layout=config.layout)
+    specs = list({s.id: s for s in suites.select(suite.layers, config.filter)}.values())
+    if not specs:
+        raise UserError(f"--filter {config.filter!r} selects none of the "
+                               f"{len(suite.layers)} layers of suite {suite.name}")
+    from pwbench import tvm_adapter
+
+    tvm_adapter.quiet_tuning_logs()
+    tvm_adapter.set_threads(config.threads)
+    db = tuning.Database(config.tuning_dir, tvm_adapter.target_dict(target, config.threads))
+    budget = tuning.Budget(config.trials, config.tune_minutes)
+    console.print(f"tuning database: {db.dir}")
+    outcomes = {}
+    try:
+        _tune_all(specs, db, budget, config.threads, outcomes)
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted:[/] every finished batch is saved in the database; "
+                      "run the same command again to continue")
+        _summary(specs, db, outcomes)
+        return 130
+    _summary(specs, db, outcomes)
+    return 0
+
+
+def _tune_all(specs, db, budget, threads, outcomes) -> None:
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("trials  best {task.fields[best]}  {task.fields[left]}"),
+               TimeElapsedColumn())
+    with Progress(*columns, console=console) as progress:
+        for spec in specs:
+            record = db.record(spec)
+            task = progress.add_task(spec.label[:40], total=budget.trials,
+                                     completed=min(record.trials if record else 0, budget.trials),
+                                     best="-", left=_left(budget))
+
+            def on_progress(trials, best_s, task=task):
+                progress.update(task, completed=min(trials, budget.trials), left=_left(budget),
+                                best=format_seconds(best_s if best_s < math.inf else math.nan))
+            try:
+                outcomes[spec.id] = tuning.ensure_tuned(spec, db, budget, threads, on_progress).source
+            except RuntimeError as exc:  # budget spent, or no valid schedule found
+                outcomes[spec.id] = f"not tuned: {exc}"
+            progress.update(task, description=f"{spec.label[:40]} ({outcomes[spec.id][:20]})")
+
+
+def _left(budget) -> str:
+    left = budget.seconds_left
+    return "" if left == math.inf else f"budget left {max(left, 0):.0f} s"
+
+
+def _summary(specs, db, outcomes) -> None:
+    table = Table(title=f"tuning database {db.dir}", title_justify="left")
+    for col in ("layer", "kind", "trials", "best (tuner)", "tuning time", "this run"):
+        table.add_column(col)
+    for spec in specs:
+        record = db.record(spec)
+        best = min((c[2] for c in record.curve if c[2] is not None), default=math.nan) if record \
+            else math.nan
+        table.add_row(spec.label, spec.kind, str(record.trials if record else 0),
+                      format_seconds(best), format_seconds(record.tune_s if record else math.nan),
+                      outcomes.get(spec.id, "not reached"))
+    console.print(table)
