@@ -104,6 +104,14 @@ def build_parser() -> argparse.ArgumentParser:
                      help="price of a machine (a run label, hostname or run directory name)")
     rep.add_argument("--watts", action="append", default=[], metavar="MATCH=WATTS",
                      help="power draw of a machine")
+
+    cmp = sub.add_parser("compare", help="regression verdict per kernel: exit 1 when NEW is slower or broken")
+    cmp.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR",
+                     help="BASE NEW, or only NEW with --against-history")
+    cmp.add_argument("--threshold", default="5%", help="smallest change that counts (default 5%%)")
+    cmp.add_argument("--format", choices=("table", "md", "json"), default="table",
+                     help="table (terminal), md (a CI comment) or json")
+    cmp.add_argument("--all", action="store_true", help="list every kernel, not only the changed ones")
     return parser
 
 
@@ -192,11 +200,27 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_compare(args) -> int:
+    from pwbench import compare
+
+    threshold = compare.parse_threshold(args.threshold)
+    if len(args.runs) != 2:
+        raise UserError(f"compare takes BASE and NEW run directories, got {len(args.runs)}")
+    result = compare.compare_runs(args.runs[0], args.runs[1], threshold)
+    if args.format == "table":
+        compare.print_table(result, args.all)
+    else:
+        print(compare.to_markdown(result) if args.format == "md" else compare.to_json(result), end="")
+        for warning in result.warnings:
+            print(f"pwbench: warning: {warning}", file=sys.stderr)
+    return 1 if result.regressions else 0
+
+
 def main(argv=None) -> int:
     try:
         args = build_parser().parse_args(argv)
         return {"run": cmd_run, "tune": cmd_tune, "list": cmd_list, "env": cmd_env, "peaks": cmd_peaks,
-                "report": cmd_report}[args.command](args)
+                "report": cmd_report, "compare": cmd_compare}[args.command](args)
     except UserError as exc:
         print(f"pwbench: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT

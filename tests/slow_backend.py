@@ -1,0 +1,22 @@
+"""A planted slowdown for the compare tests: the torch backend, with every depthwise conv run three
+times per call (same result, three times the work). Registered as 'torch' by tests/runs_helper.py,
+so its rows pair with a clean run's."""
+
+from pwbench.backends import torch_backend
+from pwbench.backends.torch_backend import versions  # noqa: F401  (the same environment)
+
+REPEAT = 3
+
+
+class SlowConv(torch_backend.TorchConv):
+    def __call__(self) -> None:
+        for _ in range(REPEAT if self.spec.groups == self.spec.in_channels > 1 else 1):
+            super().__call__()
+
+
+def set_threads(threads: int) -> None:
+    torch_backend.set_threads(threads)
+
+
+def prepare(spec, target):
+    return SlowConv(spec, target.torch_device)
