@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -39,7 +40,22 @@ def run_with_progress(plan: runner.Plan):
             if row["noisy"]:
                 progress.console.print(f"[yellow]warning:[/] {row['layer']} [{row['backend']}]: "
                                        f"IQR is over 10 % of the median; the machine may be busy")
+            if row.get("tuning"):
+                progress.console.print(escape(f"{row['layer']} [{row['backend']}]: {_tuning_note(row)}"))
+
+        tuned = plan.modules.get("tvm-tuned")
+        if tuned is not None:  # tuning a layer takes a while: show its trials as they finish
+            tuned.on_progress = lambda spec, trials, asked, best_s: progress.update(
+                task, description=f"tuning {spec.label[:40]}: {trials}/{asked} trials, "
+                                  f"best {format_seconds(best_s)}")
         return runner.execute(plan, on_row)
+
+
+def _tuning_note(row: dict) -> str:
+    if row["tuning"] == "database":
+        return (f"schedule from the tuning database ({row['tuning_trials']} trials, tuned in "
+                f"{row['tuning_s']:.0f} s earlier), verified before timing")
+    return f"tuned now: {row['tuning_trials']} trials in {row['tuning_s']:.0f} s, saved to the database"
 
 
 def summary(rows: list[dict]) -> None:
