@@ -38,10 +38,10 @@ def run_with_progress(plan: runner.Plan):
             progress.update(task, completed=done,
                             description=f"{plan.suite.name}: {row['layer'][:40]} [{row['backend']}]")
             if row["noisy"]:
-                progress.console.print(f"[yellow]warning:[/] {row['layer']} [{row['backend']}]: "
+                progress.console.print(f"[yellow]warning:[/] {_who(row)}: "
                                        f"IQR is over 10 % of the median; the machine may be busy")
             if row.get("tuning"):
-                progress.console.print(escape(f"{row['layer']} [{row['backend']}]: {_tuning_note(row)}"))
+                progress.console.print(f"{_who(row)}: {_tuning_note(row)}")
 
         tuned = plan.modules.get("tvm-tuned")
         if tuned is not None:  # tuning a layer takes a while: show its trials as they finish
@@ -49,6 +49,11 @@ def run_with_progress(plan: runner.Plan):
                 task, description=f"tuning {spec.label[:40]}: {trials}/{asked} trials, "
                                   f"best {format_seconds(best_s)}")
         return runner.execute(plan, on_row)
+
+
+def _who(row: dict) -> str:
+    """'layer [backend]', escaped: rich would take '[backend]' for a style tag and drop it."""
+    return escape(f"{row['layer']} [{row['backend']}]")
 
 
 def _tuning_note(row: dict) -> str:
@@ -74,7 +79,7 @@ def summary(rows: list[dict]) -> None:
     console.print(table)
     for r in rows:
         if r["error"]:
-            console.print(f"[red]{r['layer']} [{r['backend']}]:[/] {r['error']}")
+            console.print(f"[red]{_who(r)}:[/] {escape(r['error'])}")
     _above_roof_note(rows)
 
 
