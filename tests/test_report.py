@@ -310,3 +310,13 @@ def test_report_build_refuses_an_unknown_cost_match(tmp_path):
     with pytest.raises(UserError, match="matches no run"):
         report.build([RUNS / "pairs_1t"], tmp_path / "out",
                      costs=report.costs.parse(prices=["elsewhere=1"]))
+
+
+@pytest.mark.parametrize("seconds, text", [
+    (3.9999e-3, "4.00 ms"), (118e-6, "118 µs"), (60.3e-6, "60.3 µs"), (1.5, "1.50 s"),
+    (5e-10, "0.500 ns"), (float("nan"), "–"),
+])
+def test_table_times_keep_three_significant_digits(seconds, text):
+    from pwbench.report.tables import format_seconds
+
+    assert format_seconds(seconds) == text

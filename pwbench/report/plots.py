@@ -15,6 +15,7 @@ from matplotlib.ticker import FuncFormatter  # noqa: E402
 
 from pwbench import roofline  # noqa: E402
 from pwbench.report.runs import Run  # noqa: E402
+from pwbench.report.tables import format_seconds  # noqa: E402
 
 KIND_COLOURS = {"pointwise": "#1f77b4", "depthwise": "#d62728", "full": "#2ca02c",
                 "grouped": "#9467bd"}
@@ -45,7 +46,7 @@ def roofline_chart(run: Run, stem: Path) -> list[Path]:
     peaks, rec = run.peaks, run.records.dropna(subset=["median_s"])
     rec = rec[rec["median_s"] > 0]
     fig, ax = plt.subplots(figsize=(9, 5.8))
-    lo = min(rec["intensity"].min(), peaks.ridge) / 3
+    lo = min(rec["intensity"].min() / 3, peaks.ridge / 30)  # room for the slope and its label
     hi = max(rec["intensity"].max(), peaks.ridge) * 3
     x = np.geomspace(lo, hi, 200)
     ax.loglog(x, roofline.attainable_flops_per_s(x, peaks.flops_per_s, peaks.bytes_per_s) / 1e9,
@@ -119,8 +120,9 @@ def theory_scatter(frame: pd.DataFrame, title: str, stem: Path) -> list[Path]:
     values = np.concatenate([frame["flop_ratio"], frame["time_ratio"]])
     lo, hi = values.min() / 2, max(values.max() * 2, 1.5)
     ax.loglog([lo, hi], [lo, hi], color=ROOF_COLOUR, lw=1, ls="--")
-    ax.text(lo * 1.6, lo * 1.6 * 1.12, "y = x: time saved in proportion to FLOPs", fontsize=8,
-            color=ROOF_COLOUR, ha="left", va="bottom", rotation=_screen_angle_xy(ax, lo, hi),
+    at = hi / 1.5  # upper right, where factored blocks (FLOP ratio well below 1) rarely are
+    ax.text(at, at / 1.15, "y = x: time saved in proportion to FLOPs", fontsize=8,
+            color=ROOF_COLOUR, ha="right", va="top", rotation=_screen_angle_xy(ax, lo, hi),
             rotation_mode="anchor")
     ax.axhline(1.0, color="#999999", lw=1, ls=":")
     ax.text(lo * 1.1, 1.04, "y = 1: factored as slow as full", fontsize=8, color="#777777",
@@ -129,11 +131,11 @@ def theory_scatter(frame: pd.DataFrame, title: str, stem: Path) -> list[Path]:
     for (block, backend), rows in frame.groupby(["block", "backend"], sort=False):
         ax.scatter(rows["flop_ratio"], rows["time_ratio"], s=55, marker=markers[backend],
                    color=BLOCK_COLOURS.get(block, "grey"), edgecolor="white", zorder=3)
-    for row in frame.drop_duplicates("pair").itertuples():
-        ax.annotate(_short_pair(row.pair), (row.flop_ratio, row.time_ratio), xytext=(5, 3),
-                    textcoords="offset points", fontsize=7, color="#333333")
     ax.set_xlim(lo, hi)
     ax.set_ylim(lo, hi)
+    labelled = frame.drop_duplicates("pair")
+    _label_points(ax, labelled["flop_ratio"], labelled["time_ratio"],
+                  [_short_pair(p) for p in labelled["pair"]])
     ax.set_xlabel("predicted FLOP ratio (factored / full, from the shapes)")
     ax.set_ylabel("measured time ratio (sum of factored medians / full median)")
     ax.set_title(title, loc="left")
@@ -143,7 +145,11 @@ def theory_scatter(frame: pd.DataFrame, title: str, stem: Path) -> list[Path]:
     blocks = [Line2D([], [], ls="", marker="o", color=BLOCK_COLOURS.get(b, "grey"), label=b)
               for b in dict.fromkeys(frame["block"])]
     backends = [Line2D([], [], ls="", marker=m, color="#555555", label=b) for b, m in markers.items()]
-    ax.legend(handles=blocks + backends, loc="lower right", fontsize=8)
+    first = ax.legend(handles=blocks, title="block (colour)", loc="lower right", fontsize=8,
+                      title_fontsize=8)
+    ax.add_artist(first)
+    ax.legend(handles=backends, title="backend (marker)", loc="lower right", fontsize=8,
+              title_fontsize=8, bbox_to_anchor=(1.0, 0.2))
     return save(fig, stem)
 
 
@@ -155,7 +161,31 @@ def _screen_angle_xy(ax, lo: float, hi: float) -> float:
 
 
 def _short_pair(name: str) -> str:
-    return name.replace("mobilenetv2.features.", "mbv2.f").replace("efficientnet_b0.features.", "effb0.f")
+    return (name.replace("mobilenetv2.features.", "mbv2.f")
+            .replace("efficientnet_b0.features.", "effb0.f").replace("resnet50.", "rn50."))
+
+
+def _label_points(ax, xs, ys, texts, fontsize: float = 7) -> None:
+    """Label each point to its right; a label that would cover one placed before it moves up,
+    joined to its point by a thin line. Call once the axis limits are final."""
+    fig = ax.figure
+    px_per_pt = fig.dpi / 72
+    line_px, gap_px = 1.25 * fontsize * px_per_pt, 5 * px_per_pt
+    xs, ys = np.asarray(xs, float), np.asarray(ys, float)
+    points = ax.transData.transform(np.column_stack([xs, ys]))
+    placed: list[tuple[float, float, float]] = []  # (left, right, baseline) in pixels
+    for i in np.argsort(points[:, 1], kind="stable"):
+        x, y = points[i]
+        left, right = x + gap_px, x + gap_px + 0.6 * fontsize * px_per_pt * len(texts[i])
+        base = y + 2 * px_per_pt
+        while any(abs(base - b) < line_px and left < r and right > l for l, r, b in placed):
+            base += line_px
+        placed.append((left, right, base))
+        lift = (base - y) / px_per_pt
+        ax.annotate(texts[i], (xs[i], ys[i]), xytext=(5, lift), textcoords="offset points", fontsize=fontsize,
+                    color="#333333", va="bottom",
+                    arrowprops=dict(arrowstyle="-", lw=0.5, color="#999999", shrinkA=0, shrinkB=3)
+                    if lift > 1.2 * fontsize else None)
 
 
 # ---- tuning curves ---------------------------------------------------------------------------
@@ -195,7 +225,7 @@ def latency_by_kind(entries: pd.DataFrame, title: str, stem: Path) -> list[Path]
         ax.barh(y, ms, left=left, color=KIND_COLOURS[kind], label=kind, height=0.6)
         left += ms
     for yi, total in zip(y, entries["latency_s"]):
-        text = "incomplete" if np.isnan(total) else f"{total * 1e3:.3g} ms"
+        text = "incomplete" if np.isnan(total) else format_seconds(total)
         ax.text(left[list(y).index(yi)], yi, f"  {text}", va="center", fontsize=8)
     ax.set_yticks(y, names, fontsize=8)
     ax.set_xlabel("network latency (ms, each layer's median x its count)")

@@ -75,7 +75,7 @@ def _measured(timed: pd.DataFrame, flop_ratio: float) -> dict:
 
 COLUMNS = {  # column -> (header, format)
     "pair": ("pair", "text"), "block": ("block", "text"), "backend": ("backend", "text"),
-    "params_ratio": ("params ratio", "ratio"), "params_fewer": ("params: × fewer", "times"),
+    "params_ratio": ("params ratio", "ratio"), "params_fewer": ("× fewer params", "times"),
     "flop_ratio": ("FLOP ratio", "ratio"), "seed_formula": ("1/C_out + 1/k²", "ratio"),
     "time_ratio": ("time ratio", "ratio"), "saving_kept_pct": ("FLOP saving kept", "pct"),
     "depthwise_share_pct": ("depthwise share of time", "pct"),
