@@ -49,6 +49,11 @@ def add_tuning_options(parser) -> None:
                         help="tuning database root, or one database (default: <cache dir>/tuning)")
 
 
+def add_db_option(parser, default=None) -> None:
+    parser.add_argument("--db", type=Path, default=default, metavar="PATH",
+                        help="history database (default: $PWBENCH_HISTORY, else results/history.sqlite)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="pwbench", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -68,6 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--peaks", type=Path, metavar="FILE",
                      help="peak FLOP/s and bytes/s from a TOML/JSON file instead of measured ones")
     run.add_argument("--report", action="store_true", help="write RUN_DIR/report/index.html at the end")
+    run.add_argument("--record", action="store_true", help="add the run to the history database (--db)")
+    add_db_option(run)
     add_tuning_options(run)
 
     tune = sub.add_parser("tune", help="tune a suite's layers for tvm-tuned, without timing them")
@@ -112,6 +119,22 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument("--format", choices=("table", "md", "json"), default="table",
                      help="table (terminal), md (a CI comment) or json")
     cmp.add_argument("--all", action="store_true", help="list every kernel, not only the changed ones")
+    cmp.add_argument("--against-history", action="store_true",
+                     help="compare NEW with the recent recorded runs of its environment fingerprint")
+    cmp.add_argument("--history-runs", type=positive_int, default=5, metavar="N",
+                     help="with --against-history: how many recent runs to pool (default 5)")
+    add_db_option(cmp)
+
+    hist = sub.add_parser("history", help="recorded runs; a layer's trend across runs and commits")
+    hist.add_argument("--layer", help="a layer name or spec id (substring or glob): show its trend")
+    hist.add_argument("--backend", help="only this backend")
+    hist.add_argument("--fingerprint", help="only runs with this environment fingerprint")
+    hist.add_argument("--format", choices=("table", "json"), default="table")
+    add_db_option(hist)
+    hist_sub = hist.add_subparsers(dest="history_command", parser_class=_Parser)
+    hist_add = hist_sub.add_parser("add", help="record run directories in the history database")
+    hist_add.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR")
+    add_db_option(hist_add, argparse.SUPPRESS)  # `history --db X add` and `history add --db X`
     return parser
 
 
@@ -136,6 +159,11 @@ def cmd_run(args) -> int:
         return EXIT_INTERRUPTED
     console.summary(writer.rows)
     print(f"results: {writer.dir}")
+    if args.record:
+        from pwbench import history
+
+        run_id, _ = history.add(history.connect(args.db), writer.dir)
+        print(f"recorded in {args.db or history.default_path()} as run {run_id}")
     if args.report:
         from pwbench import report
 
@@ -204,9 +232,18 @@ def cmd_compare(args) -> int:
     from pwbench import compare
 
     threshold = compare.parse_threshold(args.threshold)
-    if len(args.runs) != 2:
+    if args.against_history:
+        from pwbench import history
+
+        if len(args.runs) != 1:
+            raise UserError(f"compare --against-history takes one NEW run directory, got {len(args.runs)}")
+        db = args.db or history.default_path()
+        result = history.compare_with_history(history.connect(db, create=False), args.runs[0],
+                                              threshold, args.history_runs, str(db))
+    elif len(args.runs) != 2:
         raise UserError(f"compare takes BASE and NEW run directories, got {len(args.runs)}")
-    result = compare.compare_runs(args.runs[0], args.runs[1], threshold)
+    else:
+        result = compare.compare_runs(args.runs[0], args.runs[1], threshold)
     if args.format == "table":
         compare.print_table(result, args.all)
     else:
@@ -216,11 +253,37 @@ def cmd_compare(args) -> int:
     return 1 if result.regressions else 0
 
 
+def cmd_history(args) -> int:
+    from pwbench import history
+
+    if args.history_command == "add":
+        conn = history.connect(args.db)
+        for run in args.runs:
+            run_id, added = history.add(conn, run)
+            print(f"{run}: {'recorded as' if added else 'already recorded as'} run {run_id}")
+        return 0
+    conn = history.connect(args.db, create=False)
+    if args.layer:
+        frame = history.trend(conn, args.layer, args.backend, args.fingerprint)
+        if frame.empty:
+            raise UserError(f"no recorded layer matches {args.layer!r}")
+    else:
+        frame = history.runs(conn)
+        if args.fingerprint:
+            frame = frame[frame["fingerprint"] == args.fingerprint]
+    if args.format == "json":
+        print(frame.to_json(orient="records", indent=2))
+    else:
+        history.print_table(frame, f"history: {args.layer}" if args.layer else "recorded runs")
+    return 0
+
+
 def main(argv=None) -> int:
     try:
         args = build_parser().parse_args(argv)
         return {"run": cmd_run, "tune": cmd_tune, "list": cmd_list, "env": cmd_env, "peaks": cmd_peaks,
-                "report": cmd_report, "compare": cmd_compare}[args.command](args)
+                "report": cmd_report, "compare": cmd_compare,
+                "history": cmd_history}[args.command](args)
     except UserError as exc:
         print(f"pwbench: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
