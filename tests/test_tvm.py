@@ -1,0 +1,200 @@
+"""TVM backends: every layer kind compiles and matches the reference exactly; tuning databases are
+written, reused without tuning, and refused when foreign or corrupted. One tiny tuning run (a few
+trials on an 8x8 depthwise layer, ~40 s on 2 cores) is shared by the database tests."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from pwbench import backends, cli, targets, verify
+from pwbench.errors import UserError
+from pwbench.spec import ConvSpec
+
+HAVE_TVM = importlib.util.find_spec("tvm") is not None
+needs_tvm = pytest.mark.skipif(not HAVE_TVM, reason="apache-tvm is not installed")
+pytestmark = pytest.mark.tvm
+TRIALS = 4
+
+LAYERS = {
+    "pointwise": ConvSpec(1, 8, 16, 6, 6),
+    "depthwise": ConvSpec(1, 8, 8, 7, 7, 3, 1, 1, groups=8),
+    "depthwise_multiplier": ConvSpec(1, 4, 8, 7, 7, 3, 1, 1, groups=4),
+    "grouped": ConvSpec(1, 8, 12, 7, 7, 3, 1, 1, groups=2),
+    "full": ConvSpec(1, 6, 8, 7, 7, 3, 1, 1),
+    "strided": ConvSpec(1, 6, 8, 9, 9, 3, 2, 1),
+    "strided_depthwise": ConvSpec(1, 8, 8, 9, 9, 3, 2, 1, groups=8),
+    "dilated": ConvSpec(1, 6, 8, 9, 9, 3, 1, 2, 2),
+    "padded_asymmetric": ConvSpec(1, 6, 8, 9, 8, (1, 7), 1, (0, 3)),
+    "unpadded_5x5": ConvSpec(1, 4, 8, 9, 9, 5),
+}
+
+TUNE_SUITE = """[suite]
+description = "tiny tuning test"
+batch = 1
+
+[[layer]]
+name = "tiny.dw"
+in_channels = 16
+depthwise = true
+size = 8
+kernel_size = 3
+padding = 1
+"""
+
+
+def test_unavailable_tvm_says_why(monkeypatch):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == "tvm" else real(n, *a))
+    for name in ("tvm", "tvm-tuned"):
+        reason = backends.unavailable_reason(name)
+        assert reason and "needs tvm" in reason and "pip install" in reason
+    with pytest.raises(UserError, match="backend tvm is unavailable: needs tvm"):
+        backends.load("tvm", "cpu")
+
+
+@needs_tvm
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+@pytest.mark.parametrize("name", list(LAYERS))
+def test_untuned_matches_reference_exactly(name, layout):
+    from pwbench import tvm_adapter
+
+    spec = LAYERS[name].replace(layout=layout)
+    kernel = tvm_adapter.compile_untuned(spec, tvm_adapter.target_dict(targets.resolve("x86"), 2))
+    check = verify.check(kernel, spec)  # exact inputs must match the float64 reference bit for bit
+    assert check.verdict == "passed", check.detail
+    assert kernel.result().shape == spec.output_shape
+
+
+@needs_tvm
+def test_host_target_names_the_cpu():
+    from pwbench import tvm_adapter
+
+    target = tvm_adapter.target_dict(targets.resolve("x86"), 3)
+    assert target["kind"] == "llvm" and target["num-cores"] == 3
+    assert target["mcpu"] == tvm_adapter.host_cpu() and target["mcpu"] not in ("", "native", "generic")
+    given = targets.resolve('{"kind": "llvm", "mcpu": "skylake-avx512"}')
+    assert tvm_adapter.target_dict(given, 2)["mcpu"] == "skylake-avx512"
+    assert tvm_adapter.target_dict(targets.resolve("llvm -mcpu=znver4"), 2)["mcpu"] == "znver4"
+    with pytest.raises(UserError, match="TVM rejects target"):
+        tvm_adapter.target_dict(targets.resolve('{"kind": "llvm", "no-such-option": 1}'), 2)
+
+
+# ---- tuning databases ------------------------------------------------------------------------
+def _run(tmp: Path, out: str, *extra: str) -> tuple[int, pd.DataFrame | None]:
+    code = cli.main(["run", "--suite", str(tmp / "tiny.toml"), "--threads", "2",
+                     "--trials", str(TRIALS), "--tuning-dir", str(tmp / "db"), "--output",
+                     str(tmp / out), "--warmup-ms", "5", "--sample-ms", "20", *extra])
+    records = tmp / out / "records.parquet"
+    return code, pd.read_parquet(records) if records.exists() else None
+
+
+@pytest.fixture(scope="module")
+def tuned(tmp_path_factory):
+    """One tiny tuning run through the CLI, then the same run again."""
+    if not HAVE_TVM:
+        pytest.skip("apache-tvm is not installed")
+    tmp = tmp_path_factory.mktemp("tvm_tuning")
+    (tmp / "tiny.toml").write_text(TUNE_SUITE)
+    mp = pytest.MonkeyPatch()
+    for var in ("OMP_NUM_THREADS", "TVM_NUM_THREADS", "MKL_NUM_THREADS"):  # restored afterwards
+        mp.setenv(var, "2")
+    first = _run(tmp, "first", "--backend", "tvm-tuned")
+    (database,) = (tmp / "db").iterdir()
+    records_after_first = (database / "database_tuning_record.json").read_text()
+    second = _run(tmp, "second", "--backend", "tvm-tuned")
+    yield {"tmp": tmp, "db": database, "first": first, "second": second,
+           "records_after_first": records_after_first}
+    mp.undo()
+
+
+def test_first_run_tunes_and_writes_a_database(tuned):
+    code, rows = tuned["first"]
+    assert code == 0
+    row = rows.iloc[0]
+    assert (row["backend"], row["tuning"], row["check"]) == ("tvm-tuned", "tuned", "passed")
+    assert row["tuning_trials"] == TRIALS and row["tuning_s"] > 0
+    assert json.loads(row["target_string"])["mcpu"]
+    stored = json.loads((tuned["db"] / "fingerprint.json").read_text())
+    assert stored["target_string"] == row["target_string"] and stored["tvm"] and stored["cpu_model"]
+    assert (tuned["db"] / "database_workload.json").stat().st_size > 0
+
+
+def test_tuning_curve_is_recorded(tuned):
+    curve = pd.read_csv(tuned["tmp"] / "first" / "tuning_curves.csv")
+    assert list(curve.columns) == ["spec_id", "layer", "backend", "target", "trial", "elapsed_s", "best_s"]
+    assert 0 < len(curve) <= TRIALS and curve["trial"].max() <= TRIALS
+    assert curve["best_s"].is_monotonic_decreasing and (curve["best_s"] > 0).all()
+    assert curve["elapsed_s"].is_monotonic_increasing and (curve["elapsed_s"] > 0).all()
+    assert set(curve["layer"]) == {"tiny.dw"}
+
+
+def test_second_run_reuses_the_database(tuned):
+    code, rows = tuned["second"]
+    assert code == 0
+    row = rows.iloc[0]
+    assert (row["tuning"], row["check"], row["tuning_trials"]) == ("database", "passed", TRIALS)
+    # nothing was tuned: MetaSchedule's records are as the first run left them
+    assert (tuned["db"] / "database_tuning_record.json").read_text() == tuned["records_after_first"]
+    assert (tuned["tmp"] / "second" / "tuning_curves.csv").exists()
+
+
+def test_cli_runs_torch_tvm_and_tuned_side_by_side(tuned):
+    tmp = tuned["tmp"]
+    proc = subprocess.run(
+        [str(Path(sys.executable).parent / "pwbench"), "run", "--suite", str(tmp / "tiny.toml"),
+         "--backend", "torch,tvm,tvm-tuned", "--threads", "2", "--trials", str(TRIALS),
+         "--tuning-dir", str(tmp / "db"), "--output", str(tmp / "cli"), "--warmup-ms", "5",
+         "--sample-ms", "20"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "tiny.dw [tvm-tuned]: schedule from the tuning database" in proc.stdout
+    rows = pd.read_parquet(tmp / "cli" / "records.parquet")
+    assert list(rows["backend"]) == ["torch", "tvm", "tvm-tuned"]
+    assert (rows["check"] == "passed").all() and rows["median_s"].notna().all()
+    assert rows["target_string"].iloc[1] == rows["target_string"].iloc[2] != ""
+    assert (rows["threads"] == 2).all()
+
+
+def test_tune_command_reports_layers_already_tuned(tuned, capsys):
+    tmp = tuned["tmp"]
+    code = cli.main(["tune", "--suite", str(tmp / "tiny.toml"), "--threads", "2",
+                     "--trials", str(TRIALS), "--tuning-dir", str(tmp / "db")])
+    out = capsys.readouterr().out
+    assert code == 0 and "tiny.dw" in out and "database" in out
+
+
+@pytest.mark.parametrize("field, value", [("target_string", '{"kind":"llvm","mcpu":"cortex-a72"}'),
+                                          ("tvm", "0.19.0")])
+def test_foreign_database_is_refused(tuned, field, value, capsys):
+    foreign = tuned["tmp"] / f"foreign_{field}"
+    shutil.copytree(tuned["db"], foreign)
+    stored = json.loads((foreign / "fingerprint.json").read_text())
+    (foreign / "fingerprint.json").write_text(json.dumps(stored | {field: value}))
+    code = cli.main(["run", "--suite", str(tuned["tmp"] / "tiny.toml"), "--backend", "tvm-tuned",
+                     "--threads", "2", "--tuning-dir", str(foreign),
+                     "--output", str(tuned["tmp"] / f"refused_{field}")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1
+    assert "made for another setup and is not applied" in err and value in err
+
+
+@pytest.mark.parametrize("damaged", ["database_tuning_record.json", "database_workload.json",
+                                     "layers.json", "fingerprint.json"])
+def test_corrupted_database_is_one_clear_error(tuned, damaged, capsys):
+    broken = tuned["tmp"] / f"broken_{damaged}"
+    shutil.copytree(tuned["db"], broken)
+    text = (broken / damaged).read_text()
+    (broken / damaged).write_text(text[: len(text) // 2])
+    code = cli.main(["run", "--suite", str(tuned["tmp"] / "tiny.toml"), "--backend", "tvm-tuned",
+                     "--threads", "2", "--tuning-dir", str(broken),
+                     "--output", str(tuned["tmp"] / f"out_{damaged}")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1
+    assert "corrupted" in err and "Traceback" not in err
