@@ -107,8 +107,9 @@ class _Writer:
         latency = tables.latency(run, baseline)
         section.add(self._table(latency, tables.latency_columns(run, baseline),
                                 f"latency_{run.slug}", f"Latency: {run.suite} on {run.label}",
-                                f"batch {', '.join(map(str, sorted(set(run.records['batch']))))}; "
-                                f"speedup = {baseline} median / backend median"))
+                                f"batch {', '.join(map(str, sorted(set(run.records['batch']))))}"
+                                + (f"; speedup = {baseline} median / backend median"
+                                   if len(run.backends) > 1 else "")))
         if run.peaks:
             section.add(self._figure(self.plots.roofline_chart(run, self.out / "figures" / f"roofline_{run.slug}"),
                                      "Roofline: each layer's achieved GFLOP/s at its arithmetic "
