@@ -135,6 +135,12 @@ def build_parser() -> argparse.ArgumentParser:
     hist_add = hist_sub.add_parser("add", help="record run directories in the history database")
     hist_add.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR")
     add_db_option(hist_add, argparse.SUPPRESS)  # `history --db X add` and `history add --db X`
+
+    exp = sub.add_parser("export", help="a run in another tool's format (pytest-benchmark JSON)")
+    exp.add_argument("run", type=Path, metavar="RUN_DIR")
+    exp.add_argument("--format", choices=("pytest-benchmark",), default="pytest-benchmark")
+    exp.add_argument("--output", type=Path, metavar="FILE",
+                     help="where to write (default: RUN_DIR/pytest-benchmark.json)")
     return parser
 
 
@@ -278,12 +284,19 @@ def cmd_history(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from pwbench import export
+
+    print(export.export(args.run, args.format, args.output))
+    return 0
+
+
 def main(argv=None) -> int:
     try:
         args = build_parser().parse_args(argv)
         return {"run": cmd_run, "tune": cmd_tune, "list": cmd_list, "env": cmd_env, "peaks": cmd_peaks,
                 "report": cmd_report, "compare": cmd_compare,
-                "history": cmd_history}[args.command](args)
+                "history": cmd_history, "export": cmd_export}[args.command](args)
     except UserError as exc:
         print(f"pwbench: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
