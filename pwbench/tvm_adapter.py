@@ -222,7 +222,7 @@ def best_schedule(database, spec: ConvSpec, target: dict):
 
 
 def tune(spec: ConvSpec, target: dict, work_dir: Path, trials: int, threads: int,
-         on_batch, batch_size: int = 16) -> None:
+         on_batch, batch_size: int = 32) -> None:
     """MetaSchedule tune_tir for one spec into the database in work_dir (records are appended as
     measured, so an interrupted tuning keeps what it found). on_batch(results) gets the list of
     measured seconds (None for a failed candidate) after every batch, and returns False to stop."""
