@@ -60,6 +60,9 @@ def _tune_all(specs, db, budget, threads, outcomes) -> None:
                 outcomes[spec.id] = tuning.ensure_tuned(spec, db, budget, threads, on_progress).source
             except RuntimeError as exc:  # budget spent, or no valid schedule found
                 outcomes[spec.id] = f"not tuned: {exc}"
+            except KeyboardInterrupt:
+                outcomes[spec.id] = "interrupted"
+                raise
             progress.update(task, description=f"{spec.label[:40]} ({outcomes[spec.id][:20]})")
 
 
