@@ -198,3 +198,33 @@ def test_corrupted_database_is_one_clear_error(tuned, damaged, capsys):
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1
     assert "corrupted" in err and "Traceback" not in err
+
+
+def test_spent_budget_uses_the_database_or_says_why(tuned):
+    from pwbench import tuning, tvm_adapter
+
+    target = tvm_adapter.target_dict(targets.resolve("cpu"), 2)
+    db = tuning.Database(tuned["db"], target)
+    spent = tuning.Budget(trials=10 * TRIALS, minutes=1e-9)  # more trials asked, no time left
+    (tiny,) = _suite_specs(tuned["tmp"])
+    assert tuning.ensure_tuned(tiny, db, spent, 2).source == "database"
+    with pytest.raises(RuntimeError, match="--tune-minutes budget was spent"):
+        tuning.ensure_tuned(LAYERS["pointwise"], db, spent, 2)
+
+
+@needs_tvm
+def test_tvm_runs_the_thread_count_given():
+    import tvm
+
+    from pwbench import tvm_adapter
+
+    tvm_adapter.set_threads(1)
+    assert tvm.get_global_func("runtime.NumThreads")() == 1
+    tvm_adapter.set_threads(2)
+    assert tvm.get_global_func("runtime.NumThreads")() == 2
+
+
+def _suite_specs(tmp: Path):
+    from pwbench import suites
+
+    return suites.load(str(tmp / "tiny.toml")).layers
