@@ -51,7 +51,7 @@ ENV_KEYS = ("cpu_model", "cpu_flags", "cores", "machine", "threads", "target", "
 
 @dataclass
 class Shift:
-    """new / base time ratio: point estimate (ratio of medians) and the Hodges-Lehmann interval."""
+    """new / base time ratio: the Hodges-Lehmann estimate and the interval built around it."""
     ratio: float
     low: float
     high: float
@@ -59,7 +59,10 @@ class Shift:
 
 
 def shift(base, new) -> Shift:
-    """Ratio of medians and the Moses (Mann-Whitney inverted) interval of the ratio."""
+    """Hodges-Lehmann ratio (median pairwise ratio) and its Moses (Mann-Whitney inverted) interval.
+
+    The point estimate is the one the interval is built around, so it always lies inside it (a
+    ratio of medians can fall outside on skewed samples)."""
     b, n = np.log(np.asarray(base, float)), np.log(np.asarray(new, float))
     m, k = len(b), len(n)
     diffs = (n[:, None] - b[None, :]).ravel()
@@ -69,7 +72,7 @@ def shift(base, new) -> Shift:
     lo, hi = np.partition(diffs, [cut, diffs.size - 1 - cut])[[cut, diffs.size - 1 - cut]]
     u = float((diffs > 0).sum() + 0.5 * (diffs == 0).sum())  # U statistic of NEW over BASE
     z = (abs(u - m * k / 2) - 0.5) / sd_u if sd_u else 0.0
-    ratio = float(np.exp(np.median(n) - np.median(b)))
+    ratio = float(np.exp(np.median(diffs)))
     return Shift(ratio, float(np.exp(lo)), float(np.exp(hi)), math.erfc(max(z, 0.0) / math.sqrt(2)))
 
 
