@@ -21,7 +21,6 @@ from pathlib import Path
 from pwbench import env, peaks, tvm_adapter
 from pwbench.errors import UserError
 from pwbench.spec import ConvSpec
-from pwbench.targets import Target
 
 FINGERPRINT, LAYERS = "fingerprint.json", "layers.json"
 DEFAULT_TRIALS = 64
@@ -197,7 +196,3 @@ def _write_json(path: Path, data) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(data, indent=1))
     tmp.replace(path)
-
-
-def target_of(target: Target, threads: int) -> dict:
-    return tvm_adapter.target_dict(target, threads)

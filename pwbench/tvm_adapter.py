@@ -2,7 +2,7 @@
 
 ConvSpec -> TOPI compute -> PrimFunc -> compiled kernel over prepared tvm.runtime tensors, the
 host x86 target, and MetaSchedule tuning into a JSON database. Everything here is specific to
-TVM 0.27 (`tvm.s_tir.meta_schedule`, dict targets, `tvm.compile`); see ../shared notes in docs.
+TVM 0.27 (`tvm.s_tir.meta_schedule`, dict targets, `tvm.compile`); see README, TVM section.
 """
 
 from __future__ import annotations
