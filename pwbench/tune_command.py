@@ -25,7 +25,6 @@ def run(config) -> int:
                                f"{len(suite.layers)} layers of suite {suite.name}")
     from pwbench import tvm_adapter
 
-    tvm_adapter.quiet_tuning_logs()
     tvm_adapter.set_threads(config.threads)
     db = tuning.Database(config.tuning_dir, tvm_adapter.target_dict(target, config.threads))
     budget = tuning.Budget(config.trials, config.tune_minutes)

@@ -227,6 +227,7 @@ def tune(spec: ConvSpec, target: dict, work_dir: Path, trials: int, threads: int
     measured, so an interrupted tuning keeps what it found). on_batch(results) gets the list of
     measured seconds (None for a failed candidate) after every batch, and returns False to stop."""
     ms = _ms()
+    _quiet_tuning_logs()  # every tune_tir resets the level to DEBUG: quiet it again each time
     callback = _batch_callback(ms, on_batch)
     mod = tvm.IRModule({"main": primfunc(spec)})
     builder = ms.builder.LocalBuilder(initializer=x86_intrinsics_only, timeout_sec=60)
@@ -250,7 +251,7 @@ def _batch_callback(ms, on_batch):
     return BatchCallback()
 
 
-def quiet_tuning_logs() -> None:
+def _quiet_tuning_logs() -> None:
     """MetaSchedule logs every batch at INFO to stdout; pwbench shows its own progress."""
     import logging
 

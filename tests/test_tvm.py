@@ -228,3 +228,19 @@ def _suite_specs(tmp: Path):
     from pwbench import suites
 
     return suites.load(str(tmp / "tiny.toml")).layers
+
+
+def test_tuning_logs_stay_off_the_console(tmp_path):
+    """MetaSchedule sets its console logger to DEBUG on every tune_tir: tuning a second layer in
+    the same process must still keep its per-batch logs in the database's logs/, off stdout."""
+    suite = tmp_path / "two.toml"
+    suite.write_text(TUNE_SUITE + '\n[[layer]]\nname = "tiny.pw"\nin_channels = 8\n'
+                                  'out_channels = 8\nsize = 6\n')
+    proc = subprocess.run(
+        [str(Path(sys.executable).parent / "pwbench"), "tune", "--suite", str(suite), "--threads",
+         "2", "--trials", "2", "--tuning-dir", str(tmp_path / "db")],
+        capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "tiny.pw" in proc.stdout and "task_scheduler" not in proc.stdout + proc.stderr
+    (logs,) = (tmp_path / "db").glob("*/logs")
+    assert any("task_scheduler" in p.read_text() for p in logs.iterdir())

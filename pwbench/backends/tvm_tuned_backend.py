@@ -24,7 +24,6 @@ def versions() -> dict:
 def configure(config, target: Target) -> None:
     """Open (and check) the tuning database before the first layer: a corrupted or foreign
     database stops the run with one clear line."""
-    tvm_adapter.quiet_tuning_logs()
     tvm_target = tvm_adapter.target_dict(target, config.threads)
     _state.update(db=tuning.Database(config.tuning_dir, tvm_target), threads=config.threads,
                   budget=tuning.Budget(config.trials, config.tune_minutes))
