@@ -54,19 +54,25 @@ def add_db_option(parser, default=None) -> None:
                         help="history database (default: $PWBENCH_HISTORY, else results/history.sqlite)")
 
 
+def add_workload_options(parser, targets: str, threads: str) -> None:
+    """What to run and where: shared by run and tune."""
+    parser.add_argument("--target", default="cpu", help=f"{targets} (default: cpu)")
+    parser.add_argument("--suite", default="default", help="a builtin suite name or a .toml path")
+    parser.add_argument("--filter", help="pandas query over layer columns, e.g. \"kind == 'depthwise'\"")
+    parser.add_argument("--batch", type=positive_int, help="override every layer's batch size")
+    parser.add_argument("--layout", choices=("NCHW", "NHWC"), help="override every layer's layout")
+    parser.add_argument("--threads", type=positive_int, default=os.cpu_count() or 1,
+                        help=f"{threads} (default: all cores)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="pwbench", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     run = sub.add_parser("run", help="benchmark a suite: verify, then time every kernel")
-    run.add_argument("--target", default="cpu", help="cpu, x86, cuda, arm, or a TVM target (default: cpu)")
-    run.add_argument("--suite", default="default", help="a builtin suite name or a .toml path")
+    add_workload_options(run, targets="cpu, x86, cuda, arm, or a TVM target",
+                         threads="threads for every backend")
     run.add_argument("--backend", default="torch", help="comma-separated backends (default: torch)")
-    run.add_argument("--filter", help="pandas query over layer columns, e.g. \"kind == 'depthwise'\"")
-    run.add_argument("--batch", type=positive_int, help="override every layer's batch size")
-    run.add_argument("--layout", choices=("NCHW", "NHWC"), help="override every layer's layout")
-    run.add_argument("--threads", type=positive_int, default=os.cpu_count() or 1,
-                     help="threads for every backend (default: all cores)")
     run.add_argument("--output", type=Path, help="run directory (default: results/<time>_<suite>_<target>)")
     run.add_argument("--warmup-ms", type=float, default=50.0, help="warm-up per kernel (default 50)")
     run.add_argument("--sample-ms", type=float, default=400.0, help="sampling per kernel (default 400)")
@@ -78,13 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_tuning_options(run)
 
     tune = sub.add_parser("tune", help="tune a suite's layers for tvm-tuned, without timing them")
-    tune.add_argument("--target", default="cpu", help="cpu, x86 or a TVM target (default: cpu)")
-    tune.add_argument("--suite", default="default", help="a builtin suite name or a .toml path")
-    tune.add_argument("--filter", help="pandas query over layer columns, e.g. \"kind == 'depthwise'\"")
-    tune.add_argument("--batch", type=positive_int, help="override every layer's batch size")
-    tune.add_argument("--layout", choices=("NCHW", "NHWC"), help="override every layer's layout")
-    tune.add_argument("--threads", type=positive_int, default=os.cpu_count() or 1,
-                      help="threads the tuned kernels will run with (default: all cores)")
+    add_workload_options(tune, targets="cpu, x86 or a TVM target",
+                         threads="threads the tuned kernels will run with")
     add_tuning_options(tune)
 
     lst = sub.add_parser("list", help="list suites, backends or targets")
