@@ -224,9 +224,9 @@ def best_schedule(database, spec: ConvSpec, target: dict):
 
 @dataclass(frozen=True)
 class SearchSettings:
-    """MetaSchedule's search knobs. Batches of 32 give the cost model a measured round to learn
-    from within 64 trials; a single batch of 64 tunes 20-45 % faster but found 2x slower depthwise
-    kernels (scripts/tuning_settings.py measures this)."""
+    """MetaSchedule's search knobs: its defaults, except batches of 32, so that 64 trials give the
+    cost model one measured round to learn from. scripts/tuning_settings.py compares settings; on
+    2 cores their differences were within the run-to-run luck of the search."""
 
     batch: int = 32
     population: int = 512
