@@ -23,7 +23,6 @@ from pwbench.errors import UserError
 from pwbench.spec import ConvSpec
 
 FINGERPRINT, LAYERS = "fingerprint.json", "layers.json"
-DEFAULT_TRIALS = 64
 
 
 def default_root() -> Path:
@@ -109,7 +108,7 @@ class Database:
 class Budget:
     """Trials per layer and an optional deadline for the whole suite (--tune-minutes)."""
 
-    def __init__(self, trials: int = DEFAULT_TRIALS, minutes: float | None = None):
+    def __init__(self, trials: int, minutes: float | None = None):
         self.trials = trials
         self.deadline = time.monotonic() + minutes * 60 if minutes else math.inf
 
