@@ -9,7 +9,8 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from pwbench import backends, runner, suites, targets
+from pwbench import backends, runner, targets
+from pwbench.workloads import suites
 
 console = Console()
 if not console.is_terminal:  # logs and CI: do not fold layer names into an 80-column box

@@ -8,9 +8,10 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pwbench import backends, env, peaks, results, roofline, suites, targets, timing, verify
+from pwbench import backends, env, peaks, results, roofline, targets, timing, verify
+from pwbench.workloads import suites
 from pwbench.errors import UserError
-from pwbench.spec import ConvSpec
+from pwbench.workloads.spec import ConvSpec
 
 
 @dataclass

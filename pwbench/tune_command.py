@@ -8,7 +8,8 @@ import math
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from pwbench import suites, targets, tuning
+from pwbench import targets, tuning
+from pwbench.workloads import suites
 from pwbench.errors import UserError
 from pwbench.console import console, format_seconds
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from pwbench import env, peaks, tvm_adapter
 from pwbench.errors import UserError
-from pwbench.spec import ConvSpec
+from pwbench.workloads.spec import ConvSpec
 
 FINGERPRINT, LAYERS = "fingerprint.json", "layers.json"
 

@@ -21,7 +21,7 @@ import tvm.ir.utils
 from tvm import te, topi
 
 from pwbench.errors import UserError
-from pwbench.spec import ConvSpec
+from pwbench.workloads.spec import ConvSpec
 from pwbench.targets import Target
 
 VERSION = tvm.__version__

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from pwbench.spec import ConvSpec
+from pwbench.workloads.spec import ConvSpec
 
 UNIT_ROUNDOFF = {"float32": 2.0**-24, "float64": 2.0**-53, "float16": 2.0**-11, "bfloat16": 2.0**-8}
 MAX_ZERO_FRACTION = 0.5

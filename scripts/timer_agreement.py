@@ -23,7 +23,8 @@ runner.apply_threads(args.threads)
 import torch  # noqa: E402  (after the thread count is in the environment)
 from torch.utils.benchmark import Timer  # noqa: E402
 
-from pwbench import suites, targets, timing, verify  # noqa: E402
+from pwbench import targets, timing, verify  # noqa: E402
+from pwbench.workloads import suites
 from pwbench.backends import torch_backend  # noqa: E402
 
 torch.set_num_threads(args.threads)

@@ -37,7 +37,8 @@ from pwbench import runner  # noqa: E402
 
 runner.apply_threads(args.threads)
 
-from pwbench import suites, targets, timing, tvm_adapter, verify  # noqa: E402
+from pwbench import targets, timing, tvm_adapter, verify  # noqa: E402
+from pwbench.workloads import suites
 
 
 def find(layer: str):

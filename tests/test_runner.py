@@ -5,7 +5,8 @@ import types
 
 import numpy as np
 
-from pwbench import runner, suites, targets, timing
+from pwbench import runner, targets, timing
+from pwbench.workloads import suites
 from pwbench.backends import torch_backend
 
 TWO_NAMES_ONE_SHAPE = """

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 from torch.utils.flop_counter import FlopCounterMode
 
 from pwbench.errors import UserError
-from pwbench.spec import ConvSpec
+from pwbench.workloads.spec import ConvSpec
 
 
 def torch_flops(spec: ConvSpec) -> int:

@@ -1,4 +1,4 @@
-"""The suite files in suites/ and the TOML loader in pwbench/suites.py.
+"""The suite files in suites/ and the TOML loader in pwbench/workloads/suites.py.
 
 The network suites are checked against the published sizes of the torchvision models: the conv
 weights (ConvSpec.params) plus the parameters the suite does not model (BatchNorm after every conv,
@@ -15,7 +15,7 @@ from fractions import Fraction
 
 import pytest
 
-from pwbench import suites
+from pwbench.workloads import suites
 from pwbench.errors import UserError
 
 NETWORKS = ("resnet50", "mobilenetv2", "efficientnet_b0", "inception_v3")

@@ -16,7 +16,7 @@ import pytest
 
 from pwbench import backends, cli, targets, verify
 from pwbench.errors import UserError
-from pwbench.spec import ConvSpec
+from pwbench.workloads.spec import ConvSpec
 
 HAVE_TVM = importlib.util.find_spec("tvm") is not None
 needs_tvm = pytest.mark.skipif(not HAVE_TVM, reason="apache-tvm is not installed")
@@ -225,7 +225,7 @@ def test_tvm_runs_the_thread_count_given():
 
 
 def _suite_specs(tmp: Path):
-    from pwbench import suites
+    from pwbench.workloads import suites
 
     return suites.load(str(tmp / "tiny.toml")).layers
 

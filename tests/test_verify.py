@@ -5,7 +5,7 @@ import pytest
 
 from pwbench import targets, verify
 from pwbench.backends import torch_backend
-from pwbench.spec import ConvSpec
+from pwbench.workloads.spec import ConvSpec
 
 CPU = targets.resolve("cpu")
 SPEC = ConvSpec(2, 12, 16, 9, 9, 3, stride=1, padding=1)

@@ -4,7 +4,7 @@ tvm_adapter.compile_untuned). All TVM calls go through pwbench.tvm_adapter."""
 from __future__ import annotations
 
 from pwbench import tvm_adapter
-from pwbench.spec import ConvSpec
+from pwbench.workloads.spec import ConvSpec
 from pwbench.targets import Target
 
 _threads = {"n": 1}

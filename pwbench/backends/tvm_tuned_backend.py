@@ -5,7 +5,7 @@ Every kernel, tuned now or taken from the database, is verified by the runner be
 from __future__ import annotations
 
 from pwbench import tuning, tvm_adapter
-from pwbench.spec import ConvSpec
+from pwbench.workloads.spec import ConvSpec
 from pwbench.targets import Target
 
 _state: dict = {}

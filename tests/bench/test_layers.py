@@ -9,7 +9,7 @@ torch backend (each checked against the float64 reference first). Outside the de
 import pytest
 
 from pwbench import targets, verify
-from pwbench.spec import ConvSpec
+from pwbench.workloads.spec import ConvSpec
 
 torch_backend = pytest.importorskip("pwbench.backends.torch_backend")
 pytestmark = pytest.mark.bench

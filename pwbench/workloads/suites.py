@@ -9,9 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pwbench.errors import UserError
-from pwbench.spec import ConvSpec, as_pair, pair_text
+from pwbench.workloads.spec import ConvSpec, as_pair, pair_text
 
-SUITES_DIR = Path(__file__).resolve().parent.parent / "suites"
+SUITES_DIR = Path(__file__).resolve().parents[2] / "suites"
 DEFAULT_SUITE = "default"
 
 _SPEC_FIELDS = {
