@@ -167,7 +167,7 @@ def cmd_run(args) -> int:
     console.summary(writer.rows)
     print(f"results: {writer.dir}")
     if args.record:
-        from pwbench import history
+        from pwbench.store import history
 
         run_id, _ = history.add(history.connect(args.db), writer.dir)
         print(f"recorded in {args.db or history.default_path()} as run {run_id}")
@@ -240,7 +240,7 @@ def cmd_compare(args) -> int:
 
     threshold = compare.parse_threshold(args.threshold)
     if args.against_history:
-        from pwbench import history
+        from pwbench.store import history
 
         if len(args.runs) != 1:
             raise UserError(f"compare --against-history takes one NEW run directory, got {len(args.runs)}")
@@ -261,7 +261,7 @@ def cmd_compare(args) -> int:
 
 
 def cmd_history(args) -> int:
-    from pwbench import history
+    from pwbench.store import history
 
     if args.history_command == "add":
         conn = history.connect(args.db)
@@ -286,7 +286,7 @@ def cmd_history(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from pwbench import export
+    from pwbench.store import export
 
     print(export.export(args.run, args.format, args.output))
     return 0

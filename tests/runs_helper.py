@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pwbench import results
+from pwbench.store import results
 
 TESTS = Path(__file__).parent
 TINY = """

@@ -34,7 +34,7 @@ def test_one_benchmark_per_timed_kernel(exported):
 
 @pytest.mark.parametrize("rounds", [1, 7, 8, 9, 10, 30])
 def test_statistics_match_pytest_benchmark(tmp_path, rounds):
-    from pwbench import export
+    from pwbench.store import export
 
     data = [1e-3 * (1 + 0.01 * ((i * 7919) % 13)) for i in range(rounds)]
     ours = export.stats(data, 4)

@@ -6,7 +6,7 @@ import sqlite3
 
 import pytest
 
-from pwbench import history
+from pwbench.store import history
 from runs_helper import META, TINY, pwbench, write_run
 
 

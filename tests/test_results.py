@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 
 from pwbench.errors import UserError
-from pwbench.results import RunWriter, read_run
+from pwbench.store.results import RunWriter, read_run
 
 
 def row(i):

@@ -10,7 +10,8 @@ from pathlib import Path
 import pandas as pd
 
 from pwbench import peaks as peaks_mod
-from pwbench import results, roofline
+from pwbench import roofline
+from pwbench.store import results
 from pwbench.errors import UserError
 
 REQUIRED = ("suite", "layer", "spec_id", "kind", "batch", "in_channels", "out_channels", "height",
