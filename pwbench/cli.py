@@ -236,7 +236,7 @@ def cmd_report(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    from pwbench import compare
+    from pwbench.analysis import compare
 
     threshold = compare.parse_threshold(args.threshold)
     if args.against_history:

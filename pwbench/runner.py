@@ -8,7 +8,8 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pwbench import backends, env, peaks, roofline, targets, timing, verify
+from pwbench import backends, env, peaks, targets, timing, verify
+from pwbench.analysis import roofline
 from pwbench.store import results
 from pwbench.workloads import suites
 from pwbench.errors import UserError

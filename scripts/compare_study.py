@@ -12,7 +12,7 @@ import argparse
 
 import numpy as np
 
-from pwbench import compare
+from pwbench.analysis import compare
 
 SEED = 20261123
 # (what, true new/base time ratio, samples per side)

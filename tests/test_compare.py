@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pwbench import compare
+from pwbench.analysis import compare
 from runs_helper import META, TINY, pwbench, real_run, write_run
 
 ROOT = Path(__file__).parent.parent

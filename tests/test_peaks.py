@@ -13,7 +13,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pwbench import peaks, roofline, targets
+from pwbench import peaks, targets
+from pwbench.analysis import roofline
 from pwbench.errors import UserError
 
 FIXTURE_RUN = Path(__file__).parent / "fixtures" / "runs" / "pairs_1t"

@@ -13,7 +13,7 @@ import pandas as pd  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import FuncFormatter  # noqa: E402
 
-from pwbench import roofline  # noqa: E402
+from pwbench.analysis import roofline  # noqa: E402
 from pwbench.report.runs import Run  # noqa: E402
 from pwbench.report.tables import format_seconds  # noqa: E402
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from pwbench import peaks as peaks_mod
-from pwbench import roofline
+from pwbench.analysis import roofline
 from pwbench.store import results
 from pwbench.errors import UserError
 

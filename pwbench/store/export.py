@@ -68,7 +68,7 @@ def benchmark(row, layers: list[str], suite: str, budget: dict) -> dict:
 
 
 def to_pytest_benchmark(meta: dict, records) -> dict:
-    from pwbench.compare import key_columns
+    from pwbench.analysis.compare import key_columns
 
     benchmarks = []
     for _, group in records.groupby(key_columns(records), sort=False, dropna=False):
@@ -94,7 +94,7 @@ def to_pytest_benchmark(meta: dict, records) -> dict:
 
 
 def export(run_dir: Path, fmt: str, out: Path | None) -> Path:
-    from pwbench.compare import load_run
+    from pwbench.analysis.compare import load_run
 
     if fmt != "pytest-benchmark":
         raise UserError(f"unknown export format {fmt!r}: choose pytest-benchmark")

@@ -81,7 +81,7 @@ def run_uid(meta: dict, records: pd.DataFrame) -> str:
 
 def add(conn: sqlite3.Connection, run_dir: Path) -> tuple[int, bool]:
     """Record a run directory; returns (run id, False when it was already recorded)."""
-    from pwbench.compare import load_run
+    from pwbench.analysis.compare import load_run
 
     run = load_run(Path(run_dir))
     uid = run_uid(run.meta, run.records)
@@ -170,7 +170,7 @@ def baseline(conn: sqlite3.Connection, fingerprint: str, exclude_uid: str, last:
 
 def compare_with_history(conn: sqlite3.Connection, new_dir: Path, threshold: float, last: int,
                          db_name: str):
-    from pwbench import compare
+    from pwbench.analysis import compare
 
     new = compare.load_run(Path(new_dir))
     fingerprint = new.meta.get("fingerprint")
