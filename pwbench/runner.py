@@ -97,9 +97,9 @@ def measure_one(spec: ConvSpec, backend: str, module, p: Plan, writer=None) -> d
         kernel = module.prepare(spec, p.target)
         row |= getattr(kernel, "columns", {})
         if writer is not None and getattr(kernel, "tuning_record", None):
-            from pwbench import tuning
+            from pwbench.tvm_bridge import database
 
-            writer.add_curve(tuning.curve_rows(spec, backend, p.target.name, kernel.tuning_record))
+            writer.add_curve(database.curve_rows(spec, backend, p.target.name, kernel.tuning_record))
         result = verify.check(kernel, spec)
         row |= {"check": result.verdict, "max_abs_err": result.max_abs_err,
                 "max_rel_err": result.max_rel_err, "error": result.detail}

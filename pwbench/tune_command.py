@@ -8,7 +8,8 @@ import math
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from pwbench import targets, tuning
+from pwbench import targets
+from pwbench.tvm_bridge import database
 from pwbench.workloads import suites
 from pwbench.errors import UserError
 from pwbench.console import console, format_seconds
@@ -24,11 +25,11 @@ def run(config) -> int:
     if not specs:
         raise UserError(f"--filter {config.filter!r} selects none of the "
                                f"{len(suite.layers)} layers of suite {suite.name}")
-    from pwbench import tvm_adapter
+    from pwbench.tvm_bridge import compiler
 
-    tvm_adapter.set_threads(config.threads)
-    db = tuning.Database(config.tuning_dir, tvm_adapter.target_dict(target, config.threads))
-    budget = tuning.Budget(config.trials, config.tune_minutes)
+    compiler.set_threads(config.threads)
+    db = database.Database(config.tuning_dir, compiler.target_dict(target, config.threads))
+    budget = database.Budget(config.trials, config.tune_minutes)
     console.print(f"tuning database: {db.dir}")
     outcomes = {}
     try:
@@ -57,7 +58,7 @@ def _tune_all(specs, db, budget, threads, outcomes) -> None:
                 progress.update(task, completed=min(trials, budget.trials), left=_left(budget),
                                 best=format_seconds(best_s if best_s < math.inf else math.nan))
             try:
-                outcomes[spec.id] = tuning.ensure_tuned(spec, db, budget, threads, on_progress).source
+                outcomes[spec.id] = database.ensure_tuned(spec, db, budget, threads, on_progress).source
             except RuntimeError as exc:  # budget spent, or no valid schedule found
                 outcomes[spec.id] = f"not tuned: {exc}"
             except KeyboardInterrupt:

@@ -37,7 +37,8 @@ from pwbench import runner  # noqa: E402
 
 runner.apply_threads(args.threads)
 
-from pwbench import targets, timing, tvm_adapter, verify  # noqa: E402
+from pwbench import targets, timing, verify  # noqa: E402
+from pwbench.tvm_bridge import compiler  # noqa: E402
 from pwbench.workloads import suites
 
 
@@ -50,17 +51,17 @@ def find(layer: str):
 
 
 def tune_and_time(spec, settings: dict) -> str:
-    target = tvm_adapter.target_dict(targets.resolve("cpu"), args.threads)
+    target = compiler.target_dict(targets.resolve("cpu"), args.threads)
     seen = []
     with tempfile.TemporaryDirectory() as work:
         start = time.monotonic()
-        tvm_adapter.tune(spec, target, Path(work), args.trials, args.threads,
+        compiler.tune(spec, target, Path(work), args.trials, args.threads,
                          lambda s: seen.extend(x for x in s if x is not None) or True,
-                         tvm_adapter.SearchSettings(**settings))
+                         compiler.SearchSettings(**settings))
         wall = time.monotonic() - start
-        schedule = tvm_adapter.best_schedule(tvm_adapter.open_database(Path(work)), spec, target)
-        kernel = tvm_adapter.compile_scheduled(spec, target, schedule)
-    tvm_adapter.set_threads(args.threads)
+        schedule = compiler.best_schedule(compiler.open_database(Path(work)), spec, target)
+        kernel = compiler.compile_scheduled(spec, target, schedule)
+    compiler.set_threads(args.threads)
     check = verify.check(kernel, spec)
     warm = [timing.measure(kernel).median_s * 1e3 for _ in range(3)]
     return (f"{wall:7.1f} s  tuner best {min(seen) * 1e3:8.3f} ms  warm "

@@ -64,10 +64,10 @@ def test_unavailable_tvm_says_why(monkeypatch):
 @pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
 @pytest.mark.parametrize("name", list(LAYERS))
 def test_untuned_matches_reference_exactly(name, layout):
-    from pwbench import tvm_adapter
+    from pwbench.tvm_bridge import compiler
 
     spec = LAYERS[name].replace(layout=layout)
-    kernel = tvm_adapter.compile_untuned(spec, tvm_adapter.target_dict(targets.resolve("x86"), 2))
+    kernel = compiler.compile_untuned(spec, compiler.target_dict(targets.resolve("x86"), 2))
     check = verify.check(kernel, spec)  # exact inputs must match the float64 reference bit for bit
     assert check.verdict == "passed", check.detail
     assert kernel.result().shape == spec.output_shape
@@ -75,16 +75,16 @@ def test_untuned_matches_reference_exactly(name, layout):
 
 @needs_tvm
 def test_host_target_names_the_cpu():
-    from pwbench import tvm_adapter
+    from pwbench.tvm_bridge import compiler
 
-    target = tvm_adapter.target_dict(targets.resolve("x86"), 3)
+    target = compiler.target_dict(targets.resolve("x86"), 3)
     assert target["kind"] == "llvm" and target["num-cores"] == 3
-    assert target["mcpu"] == tvm_adapter.host_cpu() and target["mcpu"] not in ("", "native", "generic")
+    assert target["mcpu"] == compiler.host_cpu() and target["mcpu"] not in ("", "native", "generic")
     given = targets.resolve('{"kind": "llvm", "mcpu": "skylake-avx512"}')
-    assert tvm_adapter.target_dict(given, 2)["mcpu"] == "skylake-avx512"
-    assert tvm_adapter.target_dict(targets.resolve("llvm -mcpu=znver4"), 2)["mcpu"] == "znver4"
+    assert compiler.target_dict(given, 2)["mcpu"] == "skylake-avx512"
+    assert compiler.target_dict(targets.resolve("llvm -mcpu=znver4"), 2)["mcpu"] == "znver4"
     with pytest.raises(UserError, match="TVM rejects target"):
-        tvm_adapter.target_dict(targets.resolve('{"kind": "llvm", "no-such-option": 1}'), 2)
+        compiler.target_dict(targets.resolve('{"kind": "llvm", "no-such-option": 1}'), 2)
 
 
 # ---- tuning databases ------------------------------------------------------------------------
@@ -201,26 +201,26 @@ def test_corrupted_database_is_one_clear_error(tuned, damaged, capsys):
 
 
 def test_spent_budget_uses_the_database_or_says_why(tuned):
-    from pwbench import tuning, tvm_adapter
+    from pwbench.tvm_bridge import compiler, database
 
-    target = tvm_adapter.target_dict(targets.resolve("cpu"), 2)
-    db = tuning.Database(tuned["db"], target)
-    spent = tuning.Budget(trials=10 * TRIALS, minutes=1e-9)  # more trials asked, no time left
+    target = compiler.target_dict(targets.resolve("cpu"), 2)
+    db = database.Database(tuned["db"], target)
+    spent = database.Budget(trials=10 * TRIALS, minutes=1e-9)  # more trials asked, no time left
     (tiny,) = _suite_specs(tuned["tmp"])
-    assert tuning.ensure_tuned(tiny, db, spent, 2).source == "database"
+    assert database.ensure_tuned(tiny, db, spent, 2).source == "database"
     with pytest.raises(RuntimeError, match="--tune-minutes budget was spent"):
-        tuning.ensure_tuned(LAYERS["pointwise"], db, spent, 2)
+        database.ensure_tuned(LAYERS["pointwise"], db, spent, 2)
 
 
 @needs_tvm
 def test_tvm_runs_the_thread_count_given():
     import tvm
 
-    from pwbench import tvm_adapter
+    from pwbench.tvm_bridge import compiler
 
-    tvm_adapter.set_threads(1)
+    compiler.set_threads(1)
     assert tvm.get_global_func("runtime.NumThreads")() == 1
-    tvm_adapter.set_threads(2)
+    compiler.set_threads(2)
     assert tvm.get_global_func("runtime.NumThreads")() == 2
 
 

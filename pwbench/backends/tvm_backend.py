@@ -1,9 +1,9 @@
 """TVM without tuning: the TOPI compute lowered with no schedule (a serial loop nest, see
-tvm_adapter.compile_untuned). All TVM calls go through pwbench.tvm_adapter."""
+compiler.compile_untuned). All TVM calls go through pwbench.tvm_bridge.compiler."""
 
 from __future__ import annotations
 
-from pwbench import tvm_adapter
+from pwbench.tvm_bridge import compiler
 from pwbench.workloads.spec import ConvSpec
 from pwbench.targets import Target
 
@@ -11,20 +11,20 @@ _threads = {"n": 1}
 
 
 def versions() -> dict:
-    return tvm_adapter.versions()
+    return compiler.versions()
 
 
 def configure(config, target: Target) -> None:
     _threads["n"] = config.threads
-    tvm_adapter.target_dict(target, config.threads)  # a bad TVM target fails before any layer
+    compiler.target_dict(target, config.threads)  # a bad TVM target fails before any layer
 
 
 def set_threads(threads: int) -> None:
     _threads["n"] = threads
-    tvm_adapter.set_threads(threads)
+    compiler.set_threads(threads)
 
 
 def prepare(spec: ConvSpec, target: Target):
-    kernel = tvm_adapter.compile_untuned(spec, tvm_adapter.target_dict(target, _threads["n"]))
+    kernel = compiler.compile_untuned(spec, compiler.target_dict(target, _threads["n"]))
     kernel.columns = {"target_string": kernel.target_string}
     return kernel

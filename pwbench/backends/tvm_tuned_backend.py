@@ -1,10 +1,10 @@
 """TVM tuned by MetaSchedule for this target, through a reusable tuning database
-(pwbench/tuning.py): layers the database already holds are compiled from it, not tuned again.
+(pwbench/tvm_bridge/database.py): layers the database already holds are compiled from it, not tuned again.
 Every kernel, tuned now or taken from the database, is verified by the runner before timing."""
 
 from __future__ import annotations
 
-from pwbench import tuning, tvm_adapter
+from pwbench.tvm_bridge import compiler, database
 from pwbench.workloads.spec import ConvSpec
 from pwbench.targets import Target
 
@@ -14,7 +14,7 @@ on_progress = None
 
 
 def versions() -> dict:
-    info = tvm_adapter.versions()
+    info = compiler.versions()
     if _state:
         info |= {"tvm_target": _state["db"].fingerprint["target_string"],
                  "tuning_database": str(_state["db"].dir)}
@@ -24,13 +24,13 @@ def versions() -> dict:
 def configure(config, target: Target) -> None:
     """Open (and check) the tuning database before the first layer: a corrupted or foreign
     database stops the run with one clear line."""
-    tvm_target = tvm_adapter.target_dict(target, config.threads)
-    _state.update(db=tuning.Database(config.tuning_dir, tvm_target), threads=config.threads,
-                  budget=tuning.Budget(config.trials, config.tune_minutes))
+    tvm_target = compiler.target_dict(target, config.threads)
+    _state.update(db=database.Database(config.tuning_dir, tvm_target), threads=config.threads,
+                  budget=database.Budget(config.trials, config.tune_minutes))
 
 
 def set_threads(threads: int) -> None:
-    tvm_adapter.set_threads(threads)
+    compiler.set_threads(threads)
 
 
 def prepare(spec: ConvSpec, target: Target):
@@ -42,8 +42,8 @@ def prepare(spec: ConvSpec, target: Target):
         if on_progress:
             on_progress(spec, trials, budget.trials, best_s)
 
-    outcome = tuning.ensure_tuned(spec, db, budget, _state["threads"], progress)
-    kernel = tvm_adapter.compile_scheduled(spec, db.target, outcome.schedule)
+    outcome = database.ensure_tuned(spec, db, budget, _state["threads"], progress)
+    kernel = compiler.compile_scheduled(spec, db.target, outcome.schedule)
     kernel.columns = {"target_string": kernel.target_string, "tuning": outcome.source,
                       "tuning_trials": outcome.record.trials, "tuning_s": outcome.record.tune_s}
     kernel.tuning_record = outcome.record

@@ -18,7 +18,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pwbench import env, peaks, tvm_adapter
+from pwbench import env, peaks
+from pwbench.tvm_bridge import compiler
 from pwbench.errors import UserError
 from pwbench.workloads.spec import ConvSpec
 
@@ -30,7 +31,7 @@ def default_root() -> Path:
 
 
 def fingerprint(target: dict) -> dict:
-    return {"target_string": tvm_adapter.target_string(target), "tvm": tvm_adapter.VERSION,
+    return {"target_string": compiler.target_string(target), "tvm": compiler.VERSION,
             "cpu_model": env.cpu_info()["cpu_model"]}
 
 
@@ -61,7 +62,7 @@ class Database:
         self.dir = database_dir(root or default_root(), self.fingerprint)
         self._check_fingerprint()
         self.layers = self._read_layers()
-        self.tvm_db = tvm_adapter.open_database(self.dir) if self.layers else None
+        self.tvm_db = compiler.open_database(self.dir) if self.layers else None
 
     def _check_fingerprint(self) -> None:
         path = self.dir / FINGERPRINT
@@ -101,8 +102,8 @@ class Database:
 
     def schedule(self, spec: ConvSpec):
         if self.tvm_db is None:
-            self.tvm_db = tvm_adapter.open_database(self.dir)
-        return tvm_adapter.best_schedule(self.tvm_db, spec, self.target)
+            self.tvm_db = compiler.open_database(self.dir)
+        return compiler.best_schedule(self.tvm_db, spec, self.target)
 
 
 class Budget:
@@ -167,7 +168,7 @@ def _tune(spec, db, budget, threads, record, on_progress) -> LayerRecord:
 
     previous = signal.signal(signal.SIGINT, lambda *_: interrupted.append(True))
     try:
-        tvm_adapter.tune(spec, db.target, db.dir, budget.trials - base_trials, threads, on_batch)
+        compiler.tune(spec, db.target, db.dir, budget.trials - base_trials, threads, on_batch)
     finally:
         signal.signal(signal.SIGINT, previous)
     db.tvm_db = None  # reopen: the tuner appended records
