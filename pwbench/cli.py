@@ -146,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_run(args) -> int:
-    from pwbench import runner, timing  # after apply_threads: thread pools read env at start
+    from pwbench.measure import runner, timing  # after apply_threads: thread pools read env at start
 
     runner.apply_threads(args.threads)
     config = runner.RunConfig(
@@ -183,7 +183,7 @@ def cmd_run(args) -> int:
 
 
 def cmd_tune(args) -> int:
-    from pwbench import runner
+    from pwbench.measure import runner
 
     runner.apply_threads(args.threads)  # the tuner's worker processes inherit TVM_NUM_THREADS
     from pwbench import tune_command
@@ -209,10 +209,11 @@ def cmd_env(args) -> int:
 
 
 def cmd_peaks(args) -> int:
-    from pwbench import runner
+    from pwbench.measure import runner
 
     runner.apply_threads(args.threads)
-    from pwbench import console, peaks, targets
+    from pwbench import console, targets
+    from pwbench.targets import peaks
 
     target = targets.resolve(args.target)
     targets.require_available(target)

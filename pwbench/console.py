@@ -9,7 +9,8 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from pwbench import backends, runner, targets
+from pwbench import backends, targets
+from pwbench.measure import runner
 from pwbench.workloads import suites
 
 console = Console()

@@ -16,14 +16,15 @@ parser.add_argument("--threads", type=int, default=os.cpu_count())
 parser.add_argument("--rounds", type=int, default=5)
 args = parser.parse_args()
 
-from pwbench import runner
+from pwbench.measure import runner
 
 runner.apply_threads(args.threads)
 
 import torch  # noqa: E402  (after the thread count is in the environment)
 from torch.utils.benchmark import Timer  # noqa: E402
 
-from pwbench import targets, timing, verify  # noqa: E402
+from pwbench import targets  # noqa: E402
+from pwbench.measure import timing, verify
 from pwbench.workloads import suites
 from pwbench.backends import torch_backend  # noqa: E402
 

@@ -33,11 +33,12 @@ parser.add_argument("--trials", type=int, default=64)
 parser.add_argument("--threads", type=int, default=os.cpu_count())
 args = parser.parse_args()
 
-from pwbench import runner  # noqa: E402
+from pwbench.measure import runner  # noqa: E402
 
 runner.apply_threads(args.threads)
 
-from pwbench import targets, timing, verify  # noqa: E402
+from pwbench import targets  # noqa: E402
+from pwbench.measure import timing, verify
 from pwbench.tvm_bridge import compiler  # noqa: E402
 from pwbench.workloads import suites
 

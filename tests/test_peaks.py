@@ -13,7 +13,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pwbench import peaks, targets
+from pwbench import targets
+from pwbench.targets import peaks
 from pwbench.analysis import roofline
 from pwbench.errors import UserError
 

@@ -5,7 +5,8 @@ import types
 
 import numpy as np
 
-from pwbench import runner, targets, timing
+from pwbench import targets
+from pwbench.measure import runner, timing
 from pwbench.workloads import suites
 from pwbench.backends import torch_backend
 

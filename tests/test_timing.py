@@ -2,7 +2,7 @@ import time
 
 import pytest
 
-from pwbench.timing import Budget, Measurement, measure
+from pwbench.measure.timing import Budget, Measurement, measure
 
 
 def busy(seconds):

@@ -14,7 +14,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pwbench import backends, cli, targets, verify
+from pwbench import backends, cli, targets
+from pwbench.measure import verify
 from pwbench.errors import UserError
 from pwbench.workloads.spec import ConvSpec
 

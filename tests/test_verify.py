@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from pwbench import targets, verify
+from pwbench import targets
+from pwbench.measure import verify
 from pwbench.backends import torch_backend
 from pwbench.workloads.spec import ConvSpec
 

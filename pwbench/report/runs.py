@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from pwbench import peaks as peaks_mod
+from pwbench.targets import peaks as peaks_mod
 from pwbench.analysis import roofline
 from pwbench.store import results
 from pwbench.errors import UserError

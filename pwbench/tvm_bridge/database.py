@@ -18,7 +18,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pwbench import env, peaks
+from pwbench import env
+from pwbench.targets import peaks
 from pwbench.tvm_bridge import compiler
 from pwbench.errors import UserError
 from pwbench.workloads.spec import ConvSpec

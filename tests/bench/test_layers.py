@@ -8,7 +8,8 @@ torch backend (each checked against the float64 reference first). Outside the de
 
 import pytest
 
-from pwbench import targets, verify
+from pwbench import targets
+from pwbench.measure import verify
 from pwbench.workloads.spec import ConvSpec
 
 torch_backend = pytest.importorskip("pwbench.backends.torch_backend")

@@ -8,7 +8,9 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pwbench import backends, env, peaks, targets, timing, verify
+from pwbench import backends, env, targets
+from pwbench.targets import peaks
+from pwbench.measure import timing, verify
 from pwbench.analysis import roofline
 from pwbench.store import results
 from pwbench.workloads import suites
