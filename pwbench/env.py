@@ -1,4 +1,6 @@
-"""Environment metadata, recorded once per run: what a result was measured on and with."""
+"""The software environment a run records once (versions, commit, time, command), the pwbench
+cache directory, and the fingerprint that says which runs are comparable. The hardware is the
+target's business (pwbench/targets/)."""
 
 from __future__ import annotations
 
@@ -12,25 +14,13 @@ from pathlib import Path
 
 import pwbench
 
-# CPU features that decide which kernels a library or compiler can use
-FLAGS_OF_INTEREST = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl",
-                     "avx512_vnni", "avx512_bf16", "amx_tile", "asimd", "sve", "sve2")
 
-
-def cpu_info() -> dict:
-    model, flags = platform.processor() or platform.machine(), set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            key = key.strip()
-            if key in ("model name", "Model") and model in ("", platform.machine(), platform.processor()):
-                model = value.strip()
-            elif key in ("flags", "Features") and not flags:
-                flags = set(value.split())
-    except OSError:
-        pass
-    return {"cpu_model": model, "cpu_flags": [f for f in FLAGS_OF_INTEREST if f in flags],
-            "cores": os.cpu_count(), "machine": platform.machine()}
+def cache_dir() -> Path:
+    """$PWBENCH_CACHE_DIR, else $XDG_CACHE_HOME/pwbench, else ~/.cache/pwbench."""
+    if os.environ.get("PWBENCH_CACHE_DIR"):
+        return Path(os.environ["PWBENCH_CACHE_DIR"])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "pwbench"
 
 
 def git_commit() -> str:
@@ -52,7 +42,6 @@ def collect(threads: int) -> dict:
         "python": platform.python_version(),
         "platform": platform.platform(),
         "hostname": platform.node(),
-        **cpu_info(),
         "threads": threads,
         "load_average": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,  # a busy machine?
         "git_commit": git_commit(),
@@ -61,8 +50,8 @@ def collect(threads: int) -> dict:
     }
 
 
-def fingerprint(meta: dict) -> str:
-    """Short hash of what makes timings comparable: hardware, threads, target, library versions."""
-    keys = ("cpu_model", "cores", "machine", "threads", "target", "versions")
-    blob = repr([(k, meta.get(k)) for k in keys]).encode()
+def fingerprint(facts: dict) -> str:
+    """Short hash of what makes timings comparable: the target's fingerprint facts, threads, target
+    name, library versions (whichever of them `facts` holds)."""
+    blob = repr(sorted((k, repr(v)) for k, v in facts.items())).encode()
     return hashlib.sha256(blob).hexdigest()[:12]

@@ -16,19 +16,19 @@ parser.add_argument("--threads", type=int, default=os.cpu_count())
 parser.add_argument("--rounds", type=int, default=5)
 args = parser.parse_args()
 
-from pwbench.measure import runner
+from pwbench import targets
 
-runner.apply_threads(args.threads)
+CPU = targets.resolve("cpu")
+CPU.prepare_process(args.threads)  # before torch starts its thread pool
 
-import torch  # noqa: E402  (after the thread count is in the environment)
+import torch  # noqa: E402
 from torch.utils.benchmark import Timer  # noqa: E402
 
-from pwbench import targets  # noqa: E402
-from pwbench.measure import timing, verify
-from pwbench.workloads import suites
 from pwbench.backends import torch_backend  # noqa: E402
+from pwbench.backends.base import Options  # noqa: E402
+from pwbench.measure import timing, verify  # noqa: E402
+from pwbench.workloads import suites  # noqa: E402
 
-torch.set_num_threads(args.threads)
 layers = {s.name: s for s in suites.load("default").layers}
 chosen = ["resnet50.layer1.0.conv1", "mobilenetv2.features.4.conv.1", "resnet50.layer1.0.conv2"]
 budget = timing.Budget(warmup_ms=100, sample_ms=400)
@@ -37,11 +37,11 @@ print(f"threads={args.threads} rounds={args.rounds} torch={torch.__version__}")
 print(f"{'layer':34} {'kind':10} {'pwbench':>11} {'blocked_autorange':>18} {'ratio':>7}")
 for name in chosen:
     spec = layers[name]
-    kernel = torch_backend.prepare(spec, targets.resolve("cpu"))
+    kernel = torch_backend.Backend(CPU, Options(threads=args.threads)).build(spec).make()
     kernel.load(*verify.random_inputs(spec))
     ours, theirs = [], []
     for _ in range(args.rounds):
-        ours.append(timing.measure(kernel, budget).median_s)
+        ours.append(timing.measure(kernel.clock, budget).median_s)
         timer = Timer("kernel()", globals={"kernel": kernel}, num_threads=args.threads)
         theirs.append(timer.blocked_autorange(min_run_time=0.4).median)
     a, b = statistics.median(ours), statistics.median(theirs)

@@ -33,13 +33,13 @@ parser.add_argument("--trials", type=int, default=64)
 parser.add_argument("--threads", type=int, default=os.cpu_count())
 args = parser.parse_args()
 
-from pwbench.measure import runner  # noqa: E402
-
-runner.apply_threads(args.threads)
-
 from pwbench import targets  # noqa: E402
+
+CPU = targets.resolve("cpu")
+CPU.prepare_process(args.threads)  # before TVM starts its thread pool
+
 from pwbench.measure import timing, verify
-from pwbench.tvm_bridge import compiler  # noqa: E402
+from pwbench.tvm_bridge import compiler, runtime  # noqa: E402
 from pwbench.workloads import suites
 
 
@@ -52,7 +52,7 @@ def find(layer: str):
 
 
 def tune_and_time(spec, settings: dict) -> str:
-    target = compiler.target_dict(targets.resolve("cpu"), args.threads)
+    target = CPU.tvm_target(args.threads)
     seen = []
     with tempfile.TemporaryDirectory() as work:
         start = time.monotonic()
@@ -61,10 +61,10 @@ def tune_and_time(spec, settings: dict) -> str:
                          compiler.SearchSettings(**settings))
         wall = time.monotonic() - start
         schedule = compiler.best_schedule(compiler.open_database(Path(work)), spec, target)
-        kernel = compiler.compile_scheduled(spec, target, schedule)
-    compiler.set_threads(args.threads)
+        library = compiler.export(compiler.compile_scheduled(target, schedule), Path(work) / "k.so")
+        kernel = runtime.load_cpu_kernel(spec, str(library), args.threads)
     check = verify.check(kernel, spec)
-    warm = [timing.measure(kernel).median_s * 1e3 for _ in range(3)]
+    warm = [timing.measure(kernel.clock).median_s * 1e3 for _ in range(3)]
     return (f"{wall:7.1f} s  tuner best {min(seen) * 1e3:8.3f} ms  warm "
             f"{' '.join(f'{w:.3f}' for w in warm)} ms  check {check.verdict}")
 

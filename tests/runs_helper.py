@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from conftest import PWBENCH
 from pwbench.store import results
 
 TESTS = Path(__file__).parent
@@ -57,19 +58,24 @@ def row(layer: str, samples, check: str = "passed", spec_id: str | None = None) 
 
 
 def write_run(directory: Path, factors: dict[str, float], seed: int, checks=None, meta=None,
-              n: int = 30, noise: float = 0.05) -> Path:
-    """A run of LAYERS; each kernel's samples are 1 ms x factor x lognormal noise. Rows that share
-    a spec id share one measurement, as the runner writes them."""
+              n: int = 30, noise: float = 0.05, processes: int = 1, process_sd: float = 0.0) -> Path:
+    """A run of LAYERS measured in `processes` processes; each kernel's samples are 1 ms x factor
+    x a per-process offset (lognormal, sd `process_sd`) x per-sample lognormal noise. Rows that
+    share a spec id share one measurement, as the runner writes them."""
     rng = np.random.default_rng(seed)
     measured = {}
     writer = results.RunWriter(directory, copy.deepcopy(meta or META))
     for layer, spec_id in LAYERS.items():
         if spec_id not in measured:
             check = (checks or {}).get(layer, "passed")
-            samples = [] if check == "failed" else 1e-3 * factors.get(layer, 1.0) * np.exp(
-                rng.normal(0, noise, n))
-            measured[spec_id] = row(layer, samples, check)
-        writer.add({**measured[spec_id], "layer": layer})
+            measured[spec_id] = []
+            for p in range(processes):
+                offset = np.exp(rng.normal(0, process_sd)) if process_sd else 1.0
+                samples = [] if check == "failed" else 1e-3 * factors.get(layer, 1.0) * offset * \
+                    np.exp(rng.normal(0, noise, n // processes))
+                measured[spec_id].append(row(layer, samples, check) | {"process": p})
+        for line in measured[spec_id]:
+            writer.add({**line, "layer": layer})
     writer.finish()
     return directory
 
@@ -78,9 +84,9 @@ def pwbench_command(slow: bool = False) -> list[str]:
     """The installed console script, or (slow=True) the same CLI with backend 'torch' replaced by
     tests/slow_backend.py, which runs every depthwise conv three times."""
     if not slow:
-        return [str(Path(sys.executable).parent / "pwbench")]
+        return [PWBENCH]
     code = ("import sys; sys.path.insert(0, sys.argv.pop(1)); from pwbench import backends as b; "
-            "b.register(b.BackendInfo('torch', 'slow_backend', ('torch',), ('cpu',), 'slow torch')); "
+            "b.register(b.BackendInfo('torch', 'slow_backend', ('torch',), 'torch', 'slow torch')); "
             "from pwbench.cli import main; sys.exit(main(sys.argv[1:]))")
     return [sys.executable, "-c", code, str(TESTS)]
 

@@ -2,8 +2,10 @@
 times per call (same result, three times the work). Registered as 'torch' by tests/runs_helper.py,
 so its rows pair with a clean run's."""
 
+import functools
+
 from pwbench.backends import torch_backend
-from pwbench.backends.torch_backend import versions  # noqa: F401  (the same environment)
+from pwbench.backends.base import Built
 
 REPEAT = 3
 
@@ -14,9 +16,6 @@ class SlowConv(torch_backend.TorchConv):
             super().__call__()
 
 
-def set_threads(threads: int) -> None:
-    torch_backend.set_threads(threads)
-
-
-def prepare(spec, target):
-    return SlowConv(spec, target.torch_device)
+class Backend(torch_backend.Backend):
+    def build(self, spec) -> Built:
+        return Built(functools.partial(SlowConv, spec, self.device, self.threads))

@@ -1,6 +1,7 @@
 """The installed `pwbench` console script, run as a user would."""
 
 import json
+import re
 import os
 import shutil
 import signal
@@ -118,10 +119,15 @@ def test_list_and_env():
     for name in ("default", "resnet50", "mobilenetv2", "efficientnet_b0", "inception_v3"):
         assert name in suites.stdout
     backends = pwbench("list", "backends")
-    assert backends.returncode == 0 and "torch" in backends.stdout and "available" in backends.stdout
-    assert "cuda" in pwbench("list", "targets").stdout
+    assert backends.returncode == 0
+    assert re.search(r"^│ torch\s+│ torch\s+│ ready", backends.stdout, re.M), backends.stdout
+    listed = pwbench("list", "targets")
+    assert re.search(r"^│ cpu\s+│ available", listed.stdout, re.M), listed.stdout
+    cuda = "available" if shutil.which("nvidia-smi") else "build only" if shutil.which("nvcc") else "unavailable"
+    assert re.search(rf"^│ cuda\s+│ {cuda}", listed.stdout, re.M), listed.stdout
     env = json.loads(pwbench("env").stdout)
-    assert env["cores"] >= 1 and env["python"].count(".") == 2
+    assert env["cores"] >= 1 and env["python"].count(".") == 2 and env["cpu_model"]
+    assert env["hardware"].startswith(env["cpu_model"])
 
 
 def test_ctrl_c_keeps_every_finished_row(tmp_path):

@@ -11,6 +11,8 @@ import pytest
 from pwbench.analysis import compare
 from runs_helper import META, TINY, pwbench, real_run, write_run
 
+pytestmark = pytest.mark.unit
+
 ROOT = Path(__file__).parent.parent
 _spec = importlib.util.spec_from_file_location("compare_study", ROOT / "scripts" / "compare_study.py")
 study = importlib.util.module_from_spec(_spec)

@@ -10,6 +10,8 @@ import pytest
 
 from runs_helper import pwbench, write_run
 
+pytestmark = pytest.mark.unit
+
 stats_mod = pytest.importorskip("pytest_benchmark.stats")
 PB_COMPARE = shutil.which("pytest-benchmark", path=str(Path(sys.executable).parent))
 

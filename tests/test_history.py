@@ -9,6 +9,8 @@ import pytest
 from pwbench.store import history
 from runs_helper import META, TINY, pwbench, write_run
 
+pytestmark = pytest.mark.unit
+
 
 def commit_meta(i: int) -> dict:
     return META | {"git_commit": f"c{i}" * 6, "utc": f"2026-11-2{i}T10:00:00+00:00"}

@@ -17,6 +17,8 @@ from pwbench import report
 from pwbench.errors import UserError
 from pwbench.report import selection
 
+pytestmark = pytest.mark.unit
+
 FIXTURES = Path(__file__).parent / "fixtures"
 RUNS = FIXTURES / "runs"
 PWBENCH = shutil.which("pwbench", path=str(Path(sys.executable).parent)) or shutil.which("pwbench")
@@ -225,7 +227,7 @@ def _with_meta(d, records_text=None, name="records.jsonl"):
 
 
 def _not_numeric(d):
-    rows = records("pairs_1t").assign(median_s="fast")
+    rows = records("pairs_1t").assign(flops="lots")
     _with_meta(d, rows.to_json(orient="records", lines=True))
 
 
@@ -240,7 +242,7 @@ MALFORMED = {
     "no records": (lambda d: _with_meta(d), "holds no records"),
     "records lack columns": (lambda d: _with_meta(d, '{"a": 1}\n{"a": 2}\n'), "lack column"),
     "broken parquet": (lambda d: _with_meta(d, "junk", "records.parquet"), "records.parquet: unreadable"),
-    "median not a number": (_not_numeric, "median_s is not a number"),
+    "flops not a number": (_not_numeric, "flops is not a number"),
 }
 
 
@@ -317,6 +319,6 @@ def test_report_build_refuses_an_unknown_cost_match(tmp_path):
     (5e-10, "0.500 ns"), (float("nan"), "–"),
 ])
 def test_table_times_keep_three_significant_digits(seconds, text):
-    from pwbench.report.tables import format_seconds
+    from pwbench.units import format_seconds
 
     assert format_seconds(seconds) == text

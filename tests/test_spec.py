@@ -9,6 +9,8 @@ from torch.utils.flop_counter import FlopCounterMode
 from pwbench.errors import UserError
 from pwbench.workloads.spec import ConvSpec
 
+pytestmark = pytest.mark.unit
+
 
 def torch_flops(spec: ConvSpec) -> int:
     x = torch.zeros(spec.input_shape)

@@ -18,6 +18,8 @@ import pytest
 from pwbench.workloads import suites
 from pwbench.errors import UserError
 
+pytestmark = pytest.mark.unit
+
 NETWORKS = ("resnet50", "mobilenetv2", "efficientnet_b0", "inception_v3")
 
 # torchvision EfficientNet names its squeeze-excitation convs features.S.B.block.K.fc1 / .fc2.

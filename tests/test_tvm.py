@@ -16,12 +16,13 @@ import pytest
 
 from pwbench import backends, cli, targets
 from pwbench.measure import verify
+from pwbench.backends.base import Options
 from pwbench.errors import UserError
 from pwbench.workloads.spec import ConvSpec
 
 HAVE_TVM = importlib.util.find_spec("tvm") is not None
 needs_tvm = pytest.mark.skipif(not HAVE_TVM, reason="apache-tvm is not installed")
-pytestmark = pytest.mark.tvm
+pytestmark = [pytest.mark.cpu, pytest.mark.tvm]
 TRIALS = 4
 
 LAYERS = {
@@ -58,17 +59,27 @@ def test_unavailable_tvm_says_why(monkeypatch):
         reason = backends.unavailable_reason(name)
         assert reason and "needs tvm" in reason and "pip install" in reason
     with pytest.raises(UserError, match="backend tvm is unavailable: needs tvm"):
-        backends.load("tvm", "cpu")
+        backends.backend_class("tvm", targets.resolve("cpu"))
+
+
+@pytest.mark.cli
+def test_tune_without_tvm_is_one_line_and_exit_2(monkeypatch, capsys):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == "tvm" else real(n, *a))
+    assert cli.main(["tune", "--suite", "default"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "pwbench: error: backend tvm-tuned is unavailable: needs tvm: pip install -e '.[tvm]'"
 
 
 @needs_tvm
 @pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
 @pytest.mark.parametrize("name", list(LAYERS))
-def test_untuned_matches_reference_exactly(name, layout):
-    from pwbench.tvm_bridge import compiler
+def test_untuned_matches_reference_exactly(name, layout, tmp_path):
+    from pwbench.backends import tvm_backend
 
     spec = LAYERS[name].replace(layout=layout)
-    kernel = compiler.compile_untuned(spec, compiler.target_dict(targets.resolve("x86"), 2))
+    backend = tvm_backend.Backend(targets.resolve("x86"), Options(threads=2, work_dir=tmp_path))
+    kernel = backend.build(spec).make()  # exported, then loaded as a worker would
     check = verify.check(kernel, spec)  # exact inputs must match the float64 reference bit for bit
     assert check.verdict == "passed", check.detail
     assert kernel.result().shape == spec.output_shape
@@ -78,14 +89,20 @@ def test_untuned_matches_reference_exactly(name, layout):
 def test_host_target_names_the_cpu():
     from pwbench.tvm_bridge import compiler
 
-    target = compiler.target_dict(targets.resolve("x86"), 3)
+    target = targets.resolve("x86").tvm_target(3)
     assert target["kind"] == "llvm" and target["num-cores"] == 3
     assert target["mcpu"] == compiler.host_cpu() and target["mcpu"] not in ("", "native", "generic")
     given = targets.resolve('{"kind": "llvm", "mcpu": "skylake-avx512"}')
-    assert compiler.target_dict(given, 2)["mcpu"] == "skylake-avx512"
-    assert compiler.target_dict(targets.resolve("llvm -mcpu=znver4"), 2)["mcpu"] == "znver4"
+    assert given.tvm_target(2)["mcpu"] == "skylake-avx512"
+    assert targets.resolve("llvm -mcpu=znver4").tvm_target(2)["mcpu"] == "znver4"
     with pytest.raises(UserError, match="TVM rejects target"):
-        compiler.target_dict(targets.resolve('{"kind": "llvm", "no-such-option": 1}'), 2)
+        targets.resolve('{"kind": "llvm", "no-such-option": 1}').tvm_target(2)
+
+
+def test_a_cross_target_resolves_to_a_board_not_the_host():
+    board = targets.resolve('{"kind": "llvm", "mtriple": "aarch64-linux-gnu"}')
+    assert "tvm" in board.stacks and board.torch_device is None
+    assert "RPC tracker" in board.run_problem()
 
 
 # ---- tuning databases ------------------------------------------------------------------------
@@ -168,7 +185,8 @@ def test_tune_command_reports_layers_already_tuned(tuned, capsys):
     code = cli.main(["tune", "--suite", str(tmp / "tiny.toml"), "--threads", "2",
                      "--trials", str(TRIALS), "--tuning-dir", str(tmp / "db")])
     out = capsys.readouterr().out
-    assert code == 0 and "tiny.dw" in out and "database" in out
+    row = next(line for line in out.splitlines() if line.startswith("│ tiny.dw"))
+    assert code == 0 and row.rstrip(" │").endswith("database"), out  # its "this run" column
 
 
 @pytest.mark.parametrize("field, value", [("target_string", '{"kind":"llvm","mcpu":"cortex-a72"}'),
@@ -204,8 +222,8 @@ def test_corrupted_database_is_one_clear_error(tuned, damaged, capsys):
 def test_spent_budget_uses_the_database_or_says_why(tuned):
     from pwbench.tvm_bridge import compiler, database
 
-    target = compiler.target_dict(targets.resolve("cpu"), 2)
-    db = database.Database(tuned["db"], target)
+    cpu = targets.resolve("cpu")
+    db = database.Database(tuned["db"], cpu.tvm_target(2), cpu.fingerprint_facts())
     spent = database.Budget(trials=10 * TRIALS, minutes=1e-9)  # more trials asked, no time left
     (tiny,) = _suite_specs(tuned["tmp"])
     assert database.ensure_tuned(tiny, db, spent, 2).source == "database"
@@ -217,11 +235,11 @@ def test_spent_budget_uses_the_database_or_says_why(tuned):
 def test_tvm_runs_the_thread_count_given():
     import tvm
 
-    from pwbench.tvm_bridge import compiler
+    from pwbench.tvm_bridge import runtime
 
-    compiler.set_threads(1)
+    runtime.set_threads(1)
     assert tvm.get_global_func("runtime.NumThreads")() == 1
-    compiler.set_threads(2)
+    runtime.set_threads(2)
     assert tvm.get_global_func("runtime.NumThreads")() == 2
 
 

@@ -8,12 +8,14 @@ from pwbench.measure import verify
 from pwbench.backends import torch_backend
 from pwbench.workloads.spec import ConvSpec
 
+pytestmark = pytest.mark.cpu
+
 CPU = targets.resolve("cpu")
 SPEC = ConvSpec(2, 12, 16, 9, 9, 3, stride=1, padding=1)
 
 
 def torch_kernel(spec=SPEC):
-    return torch_backend.prepare(spec, CPU)
+    return torch_backend.Backend(CPU).build(spec).make()
 
 
 class OffByOneUlp:

@@ -22,9 +22,19 @@ alarm rate low for every true change up to t (about 10 % for a change of exactly
 to be sure of it: with 5 % lognormal noise and 30 samples a side, a 10 % loss is caught about 98 %
 of the time. A 95 % bound would cut the at-threshold rate to 5 % but catch a 10 % loss only about
 96 % of the time, too close to the 95 % the gate promises. scripts/compare_study.py measures these
-rates. The samples of one run share its machine state, so the interval does not cover run-to-run
-drift (frequency, a busy neighbour); the threshold is what absorbs that, which is why a change
-inside it is never a regression however significant.
+rates.
+
+Between processes. The samples of one process share its state (memory layout, thread placement,
+clock): on a shared VM a kernel's median moves by more than 5 % from one process to the next
+while each process's own interval stays tight, so an interval built on pooled samples alone
+calls unchanged code slower. Runs therefore measure every kernel in several processes
+(`--processes`, measure/workers.py), and when both sides have at least two, the processes are the
+units: the interval is the hull of the Moses interval on the pooled samples and a Welch t
+interval on the per-process log medians (mean difference, Welch-Satterthwaite degrees of
+freedom), so between-process spread widens it instead of producing a confident false verdict.
+With one process on either side only the within-process interval exists, and the row says so.
+The threshold still absorbs what no interval covers (a machine that drifts between two runs'
+time windows), which is why a change inside it is never a regression however significant.
 
 A numerical check that passed in BASE and failed (or could not run) in NEW is always a regression,
 whatever the times say: a wrong-but-fast kernel must never look like a win.
@@ -40,7 +50,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from pwbench import samples
 from pwbench.errors import UserError
+from pwbench.store import results
 
 CONFIDENCE = 0.80  # two-sided; each bound is a one-sided 90 % bound
 Z_ONE_SIDED = 1.2815515655446004  # standard normal quantile at 0.90
@@ -55,7 +67,8 @@ class Shift:
     ratio: float
     low: float
     high: float
-    p_value: float  # two-sided Mann-Whitney U, H0: no shift
+    p_value: float  # two-sided Mann-Whitney U, H0: no shift (or Welch's t across processes)
+    units: str = "samples"  # what the interval treats as independent: samples or processes
 
 
 def shift(base, new) -> Shift:
@@ -76,6 +89,35 @@ def shift(base, new) -> Shift:
     return Shift(ratio, float(np.exp(lo)), float(np.exp(hi)), math.erfc(max(z, 0.0) / math.sqrt(2)))
 
 
+def process_shift(base: np.ndarray, new: np.ndarray) -> Shift | None:
+    """Welch's t interval (at CONFIDENCE) of the mean log ratio of per-process medians; None when
+    a side has fewer than two processes or no spread at all to estimate from."""
+    from scipy import stats
+
+    b, n = np.log(base), np.log(new)
+    if min(b.size, n.size) < 2:
+        return None
+    vb, vn = b.var(ddof=1) / b.size, n.var(ddof=1) / n.size
+    se = math.sqrt(vb + vn)
+    if se == 0:
+        return None
+    df = (vb + vn) ** 2 / (vb ** 2 / (b.size - 1) + vn ** 2 / (n.size - 1))
+    diff, half = n.mean() - b.mean(), stats.t.ppf(0.5 + CONFIDENCE / 2, df) * se
+    p_value = 2 * stats.t.sf(abs(diff) / se, df)
+    return Shift(math.exp(diff), math.exp(diff - half), math.exp(diff + half), float(p_value),
+                 "processes")
+
+
+def combined_shift(base: Side, new: Side) -> Shift:
+    """The within-process interval, widened to the between-process one when both exist."""
+    within = shift(base.samples, new.samples)
+    between = process_shift(base.process_medians, new.process_medians)
+    if between is None:
+        return within
+    return Shift(within.ratio, min(within.low, between.low), max(within.high, between.high),
+                 max(within.p_value, between.p_value), "processes")
+
+
 def timing_verdict(s: Shift, threshold: float) -> str:
     up, down = 1 + threshold, 1 / (1 + threshold)
     if s.low > up:
@@ -91,29 +133,35 @@ def timing_verdict(s: Shift, threshold: float) -> str:
 
 @dataclass
 class Side:
-    """One kernel (spec id, backend, target) in one run; a shape recurring under several layer
+    """One kernel in one run (or in several recorded runs); a shape recurring under several layer
     names is one kernel, measured once and copied into each layer's row."""
     layers: list[str]
     samples: np.ndarray
+    process_medians: np.ndarray  # one per measuring process (of every run pooled)
     median_s: float
     check: str
     error: str
 
 
-def key_columns(records: pd.DataFrame) -> list[str]:
-    return ["spec_id", "backend", "target"] + (["variant"] if "variant" in records.columns else [])
-
-
-def sides(records: pd.DataFrame, keys: list[str]) -> dict[tuple, Side]:
-    """Rows grouped by kernel. Distinct measurements of one kernel (older runs measured a shape
-    once per layer) are pooled; copies of one measurement count once."""
+def sides(records: pd.DataFrame) -> dict[tuple, Side]:
+    """Rows grouped by kernel (results.KERNEL_KEY). Distinct measurements of one kernel (several
+    runs from the history, or older runs that measured a shape once per layer) are pooled, each
+    process of each keeping its own identity; copies of one measurement count once."""
     out = {}
-    for key, group in records.groupby(keys, sort=False, dropna=False):
-        unique = {tuple(s) for s in group["samples_s"] if s is not None and len(s)}
-        samples = np.concatenate([np.asarray(s, float) for s in unique]) if unique else np.array([])
+    for key, group in records.groupby(list(results.KERNEL_KEY), sort=False, dropna=False):
+        unique, medians = {}, []
+        for row in group.itertuples(index=False):
+            values = tuple(row.samples_s) if row.samples_s is not None else ()
+            if values and values not in unique:
+                procs = getattr(row, "samples_process", None)
+                procs = np.asarray(procs) if procs is not None and len(procs) == len(values) \
+                    else np.zeros(len(values), int)
+                unique[values] = procs
+                medians += list(samples.process_medians(values, procs))
+        pooled = np.concatenate([np.asarray(v, float) for v in unique]) if unique else np.array([])
         checks = [str(c) for c in group["check"].fillna("")]
-        out[key] = Side(list(dict.fromkeys(map(str, group["layer"]))), samples,
-                        float(np.median(samples)) if samples.size else math.nan,
+        out[key] = Side(list(dict.fromkeys(map(str, group["layer"]))), pooled, np.asarray(medians),
+                        float(np.median(pooled)) if pooled.size else math.nan,
                         _worst_check(checks), next((str(e) for e in group["error"] if e), ""))
     return out
 
@@ -145,6 +193,9 @@ class Row:
     base_check: str = ""
     new_check: str = ""
     note: str = ""
+    variant: str = ""
+    cache: str = "hot"
+    clock: str = "host"
 
     @property
     def regression(self) -> bool:
@@ -175,9 +226,9 @@ def _ran(check: str) -> bool:
 
 
 def compare_sides(key: tuple, base: Side | None, new: Side | None, threshold: float) -> Row:
-    spec_id, backend, target = key[:3]
+    spec_id, backend, target, variant, cache, clock = key
     layer = ", ".join((new or base).layers[:3]) + (" ..." if len((new or base).layers) > 3 else "")
-    row = Row(layer, spec_id, backend, target, "")
+    row = Row(layer, spec_id, backend, target, "", variant=variant, cache=cache, clock=clock)
     if base is None or new is None:
         row.verdict = "new" if base is None else "missing"
         row.note = "only in NEW" if base is None else "only in BASE: not measured by NEW"
@@ -194,16 +245,17 @@ def compare_sides(key: tuple, base: Side | None, new: Side | None, threshold: fl
     elif min(base.samples.size, new.samples.size) < 2:
         row.verdict, row.note = "uncertain", "fewer than 2 samples"
     else:
-        s = shift(base.samples, new.samples)
+        s = combined_shift(base, new)
         row.ratio, row.ci_low, row.ci_high, row.p_value = s.ratio, s.low, s.high, s.p_value
         row.verdict = timing_verdict(s, threshold)
+        if s.units == "samples":
+            row.note = "one process per side: between-process spread not in the interval"
     return row
 
 
 def compare_records(base: pd.DataFrame, new: pd.DataFrame, threshold: float,
                     base_name: str = "BASE", new_name: str = "NEW") -> Comparison:
-    keys = key_columns(base) if set(key_columns(base)) <= set(new.columns) else key_columns(new)
-    b, n = sides(base, keys), sides(new, keys)
+    b, n = sides(base), sides(new)
     if not set(b) & set(n):
         raise UserError(f"{base_name} and {new_name} have no kernel (spec id, backend, target) in "
                         "common: not runs of the same suite and backends")
@@ -245,10 +297,8 @@ def parse_threshold(text: str) -> float:
     return value
 
 
-def load_run(directory: Path):
-    from pwbench.report import runs
-
-    run = runs.load([directory])[0]
+def load_run(directory: Path) -> results.Run:
+    run = results.load_run(directory)
     if "samples_s" not in run.records.columns:
         raise UserError(f"{directory}: records have no raw samples (samples_s); cannot compare")
     return run
@@ -261,6 +311,7 @@ def compare_runs(base_dir: Path, new_dir: Path, threshold: float) -> Comparison:
     if diffs:
         result.warnings.append("environments differ, timings may not be comparable: " + "; ".join(diffs))
     result.warnings += busy_notes(base.meta, "BASE") + busy_notes(new.meta, "NEW")
+    result.warnings += base.warnings + new.warnings
     return result
 
 
@@ -286,8 +337,8 @@ def summary_line(result: Comparison) -> str:
 COLUMNS = ("verdict", "layer", "backend", "base", "new", "change", "80 % interval", "note")
 
 
-def _cells(r: Row) -> list[str]:
-    from pwbench.console import format_seconds
+def cells(r: Row) -> list[str]:
+    from pwbench.units import format_seconds
 
     return [r.verdict, r.layer, r.backend, format_seconds(r.base_median_s),
             format_seconds(r.new_median_s), _pct(r.ratio), _ci(r), r.note]
@@ -299,7 +350,7 @@ def to_markdown(result: Comparison) -> str:
     rows = changed(result)
     if rows:
         lines += ["", "| " + " | ".join(COLUMNS) + " |", "|" + " --- |" * len(COLUMNS)]
-        lines += ["| " + " | ".join(c.replace("|", "\\|") for c in _cells(r)) + " |" for r in rows]
+        lines += ["| " + " | ".join(c.replace("|", "\\|") for c in cells(r)) + " |" for r in rows]
     return "\n".join(lines) + "\n"
 
 
@@ -318,28 +369,3 @@ def _no_nan(value):
     if isinstance(value, list):
         return [_no_nan(v) for v in value]
     return None if isinstance(value, float) and math.isnan(value) else value
-
-
-STYLE = {"slower": "bold red", "failed": "bold red", "faster": "green", "fixed": "green",
-         "uncertain": "yellow", "missing": "yellow", "new": "cyan", "not timed": "dim"}
-
-
-def print_table(result: Comparison, show_all: bool = False) -> None:
-    from rich.table import Table
-
-    from pwbench.console import console
-
-    for w in result.warnings:
-        console.print(f"[yellow]warning:[/] {w}")
-    rows = result.rows if show_all else changed(result)
-    if rows:
-        table = Table(title=f"pwbench compare {result.base} -> {result.new}", title_justify="left")
-        for col in COLUMNS:
-            table.add_column(col, justify="right" if col in ("base", "new", "change") else "left",
-                             overflow="fold")
-        for r in rows:
-            cells = _cells(r)
-            style = STYLE.get(r.verdict)
-            table.add_row(f"[{style}]{cells[0]}[/]" if style else cells[0], *cells[1:])
-        console.print(table)
-    console.print(summary_line(result))

@@ -1,16 +1,7 @@
 """Backend registry. Each backend lives in one module, imported only when it is used, so a missing
 optional dependency disables that backend (with the reason shown by `pwbench list backends`)
-instead of breaking `import pwbench`.
-
-A backend module provides ``prepare(spec, target) -> kernel`` doing every allocation and
-compilation up front; the kernel is a zero-argument callable with:
-  load(x, w)   copy logical NCHW input / OIHW weight float32 arrays into the kernel's buffers
-  result()     the last output as a logical NCHW NumPy array
-  inputs()     the kernel's current input buffers as NumPy (NCHW, OIHW), to catch mutation
-  sync         None, or a function that waits for queued device work (called after each timed block)
-  exact        False only for algorithms with inexact transforms (Winograd, FFT, TF32)
-and ``versions() -> dict`` naming the library versions it measures, for the run metadata.
-"""
+instead of breaking `import pwbench`. The contract a backend module fulfils (a `Backend` class)
+is in backends/base.py."""
 
 from __future__ import annotations
 
@@ -24,9 +15,9 @@ from pwbench.errors import UserError
 @dataclass(frozen=True)
 class BackendInfo:
     name: str
-    module: str
-    requires: tuple[str, ...]
-    families: tuple[str, ...]  # target families it can run on
+    module: str  # "package.module" defining `Backend`, or "package.module:ClassName"
+    requires: tuple[str, ...]  # importable modules it needs
+    stack: str  # what a target must support for it: "torch" or "tvm"
     description: str
 
 
@@ -37,11 +28,11 @@ def register(info: BackendInfo) -> None:
     REGISTRY[info.name] = info
 
 
-register(BackendInfo("torch", "pwbench.backends.torch_backend", ("torch",), ("cpu", "cuda"),
+register(BackendInfo("torch", "pwbench.backends.torch_backend", ("torch",), "torch",
                      "torch.nn.functional.conv2d (oneDNN on CPU, cuDNN on CUDA); NHWC = channels_last"))
-register(BackendInfo("tvm", "pwbench.backends.tvm_backend", ("tvm",), ("cpu",),
+register(BackendInfo("tvm", "pwbench.backends.tvm_backend", ("tvm",), "tvm",
                      "Apache TVM, untuned: the TOPI compute with no schedule (serial loop nest)"))
-register(BackendInfo("tvm-tuned", "pwbench.backends.tvm_tuned_backend", ("tvm",), ("cpu",),
+register(BackendInfo("tvm-tuned", "pwbench.backends.tvm_tuned_backend", ("tvm",), "tvm",
                      "Apache TVM tuned by MetaSchedule (--trials per layer), reusing tuning databases"))
 
 
@@ -54,14 +45,16 @@ def unavailable_reason(name: str) -> str | None:
     return None
 
 
-def load(name: str, family: str):
-    """Import a backend module for a target family, or raise a UserError saying why it cannot be."""
+def backend_class(name: str, target):
+    """The Backend class of a registered backend for a target, or a UserError saying why not."""
     if name not in REGISTRY:
         raise UserError(f"unknown backend {name!r}: choose from {', '.join(REGISTRY)}")
     info = REGISTRY[name]
-    if family not in info.families:
-        raise UserError(f"backend {name} does not run on {family} targets (only {', '.join(info.families)})")
+    if info.stack not in target.stacks:
+        raise UserError(f"backend {name} does not run on target {target.name} "
+                        f"({target.description})")
     reason = unavailable_reason(name)
     if reason:
         raise UserError(f"backend {name} is unavailable: {reason}")
-    return importlib.import_module(info.module)
+    module, _, cls = info.module.partition(":")
+    return getattr(importlib.import_module(module), cls or "Backend")

@@ -1,30 +1,24 @@
-"""PyTorch baseline: torch.nn.functional.conv2d, NCHW or channels_last (the spec's NHWC)."""
+"""PyTorch baseline: torch.nn.functional.conv2d, NCHW or channels_last (the spec's NHWC), on the
+target's torch device (oneDNN on a CPU, cuDNN on a GPU)."""
 
 from __future__ import annotations
+
+import functools
 
 import numpy as np
 import torch
 
+from pwbench.backends.base import Built, HostClock, NoEvents, Options
 from pwbench.workloads.spec import ConvSpec
-from pwbench.targets import Target
 
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
-def versions() -> dict:
-    info = {"torch": torch.__version__, "torch_mkldnn": torch.backends.mkldnn.is_available()}
-    if torch.cuda.is_available():
-        info |= {"cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version(),
-                 "gpu": torch.cuda.get_device_name(0)}
-    return info
-
-
-def set_threads(threads: int) -> None:
-    torch.set_num_threads(threads)
-
-
 class TorchConv:
-    def __init__(self, spec: ConvSpec, device: str):
+    exact = True  # fp32 convolutions, TF32 off: exact inputs must match bit for bit
+
+    def __init__(self, spec: ConvSpec, device: str, threads: int):
+        torch.set_num_threads(threads)
         self.spec = spec
         self.device = torch.device(device)
         self.memory_format = torch.channels_last if spec.layout == "NHWC" else torch.contiguous_format
@@ -34,13 +28,14 @@ class TorchConv:
         self.w = torch.zeros(spec.weight_shape, dtype=dtype, device=self.device).to(
             memory_format=self.memory_format)
         self.out = None
-        self.sync = torch.cuda.synchronize if self.device.type == "cuda" else None
-        self.exact = True
+        sync = None
         if self.device.type == "cuda":
             # fp32 must be fp32: TF32 would fail the exact check by design
             torch.backends.cuda.matmul.allow_tf32 = False
             torch.backends.cudnn.allow_tf32 = False
             torch.backends.cudnn.benchmark = True
+            sync = torch.cuda.synchronize
+        self.clock = HostClock(self, sync)
 
     def load(self, x: np.ndarray, w: np.ndarray) -> None:
         self.x.copy_(torch.from_numpy(x))
@@ -59,5 +54,17 @@ class TorchConv:
         return (self.x.float().cpu().contiguous().numpy(), self.w.float().cpu().contiguous().numpy())
 
 
-def prepare(spec: ConvSpec, target: Target) -> TorchConv:
-    return TorchConv(spec, target.torch_device)
+class Backend:
+    name = "torch"
+
+    def __init__(self, target, options: Options = Options(), events=NoEvents()):
+        self.device, self.threads = target.torch_device, options.threads
+
+    def versions(self) -> dict:
+        info = {"torch": torch.__version__, "torch_mkldnn": torch.backends.mkldnn.is_available()}
+        if self.device == "cuda" and torch.cuda.is_available():
+            info |= {"cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version()}
+        return info
+
+    def build(self, spec: ConvSpec) -> Built:
+        return Built(functools.partial(TorchConv, spec, self.device, self.threads))

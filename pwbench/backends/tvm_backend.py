@@ -1,30 +1,37 @@
 """TVM without tuning: the TOPI compute lowered with no schedule (a serial loop nest, see
-compiler.compile_untuned). All TVM calls go through pwbench.tvm_bridge.compiler."""
+tvm_bridge.compiler.compile_untuned), exported as a library that measuring processes load with
+TVM's runtime only."""
 
 from __future__ import annotations
 
-from pwbench.tvm_bridge import compiler
+import functools
+from pathlib import Path
+
+from pwbench.backends.base import Built, NoEvents, Options
+from pwbench.tvm_bridge import compiler, runtime
 from pwbench.workloads.spec import ConvSpec
-from pwbench.targets import Target
-
-_threads = {"n": 1}
 
 
-def versions() -> dict:
-    return compiler.versions()
+class Backend:
+    name = "tvm"
+
+    def __init__(self, target, options: Options = Options(), events=NoEvents()):
+        self.options = options
+        self.target = target.tvm_target(options.threads)  # a bad TVM target fails before any layer
+
+    def versions(self) -> dict:
+        return compiler.versions() | {"tvm_target": compiler.target_string(self.target)}
+
+    def build(self, spec: ConvSpec) -> Built:
+        executable = compiler.compile_untuned(spec, self.target)
+        return exported(spec, executable, self.target, self.name, self.options)
 
 
-def configure(config, target: Target) -> None:
-    _threads["n"] = config.threads
-    compiler.target_dict(target, config.threads)  # a bad TVM target fails before any layer
-
-
-def set_threads(threads: int) -> None:
-    _threads["n"] = threads
-    compiler.set_threads(threads)
-
-
-def prepare(spec: ConvSpec, target: Target):
-    kernel = compiler.compile_untuned(spec, compiler.target_dict(target, _threads["n"]))
-    kernel.columns = {"target_string": kernel.target_string}
-    return kernel
+def exported(spec: ConvSpec, executable, target: dict, backend: str, options: Options,
+             columns: dict | None = None, **extra) -> Built:
+    """A compiled kernel exported into the run's work directory, made in a worker from there."""
+    library = Path(options.work_dir) / f"{backend}_{spec.id}.so"
+    compiler.export(executable, library)
+    return Built(functools.partial(runtime.load_cpu_kernel, spec, str(library), options.threads),
+                 columns={"target_string": compiler.target_string(target), **(columns or {})},
+                 runtime_env=runtime.RUNTIME_ENV, **extra)

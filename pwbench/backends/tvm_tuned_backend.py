@@ -1,50 +1,49 @@
 """TVM tuned by MetaSchedule for this target, through a reusable tuning database
-(pwbench/tvm_bridge/database.py): layers the database already holds are compiled from it, not tuned again.
-Every kernel, tuned now or taken from the database, is verified by the runner before timing."""
+(pwbench/tvm_bridge/database.py): layers the database already holds are compiled from it, not
+tuned again. Every kernel, tuned now or taken from the database, is verified before timing."""
 
 from __future__ import annotations
 
+import math
+
+from pwbench.backends.base import Built, NoEvents, Options
+from pwbench.backends.tvm_backend import exported
 from pwbench.tvm_bridge import compiler, database
+from pwbench.units import format_seconds
 from pwbench.workloads.spec import ConvSpec
-from pwbench.targets import Target
-
-_state: dict = {}
-# console sets this to show tuning progress: (spec, trials_done, trials_asked, best_s)
-on_progress = None
 
 
-def versions() -> dict:
-    info = compiler.versions()
-    if _state:
-        info |= {"tvm_target": _state["db"].fingerprint["target_string"],
-                 "tuning_database": str(_state["db"].dir)}
-    return info
+class Backend:
+    name = "tvm-tuned"
 
+    def __init__(self, target, options: Options = Options(), events=NoEvents()):
+        """Opens (and checks) the tuning database before the first layer: a corrupted or foreign
+        database stops the run with one clear line."""
+        self.options, self.events, self.target_name = options, events, target.name
+        self.target = target.tvm_target(options.threads)
+        self.db = database.Database(options.tuning_dir, self.target, target.fingerprint_facts())
+        self.budget = database.Budget(options.trials, options.tune_minutes)
 
-def configure(config, target: Target) -> None:
-    """Open (and check) the tuning database before the first layer: a corrupted or foreign
-    database stops the run with one clear line."""
-    tvm_target = compiler.target_dict(target, config.threads)
-    _state.update(db=database.Database(config.tuning_dir, tvm_target), threads=config.threads,
-                  budget=database.Budget(config.trials, config.tune_minutes))
+    def versions(self) -> dict:
+        return compiler.versions() | {"tvm_target": compiler.target_string(self.target),
+                                      "tuning_database": str(self.db.dir)}
 
+    def build(self, spec: ConvSpec) -> Built:
+        def progress(trials, best_s):
+            best = format_seconds(best_s if best_s < math.inf else math.nan)
+            self.events.progress(f"tuning {spec.label[:40]}: {trials}/{self.budget.trials} trials, "
+                                 f"best {best}")
 
-def set_threads(threads: int) -> None:
-    compiler.set_threads(threads)
-
-
-def prepare(spec: ConvSpec, target: Target):
-    if not _state:
-        raise RuntimeError("tvm-tuned used before configure()")
-    db, budget = _state["db"], _state["budget"]
-
-    def progress(trials, best_s):
-        if on_progress:
-            on_progress(spec, trials, budget.trials, best_s)
-
-    outcome = database.ensure_tuned(spec, db, budget, _state["threads"], progress)
-    kernel = compiler.compile_scheduled(spec, db.target, outcome.schedule)
-    kernel.columns = {"target_string": kernel.target_string, "tuning": outcome.source,
-                      "tuning_trials": outcome.record.trials, "tuning_s": outcome.record.tune_s}
-    kernel.tuning_record = outcome.record
-    return kernel
+        outcome = database.ensure_tuned(spec, self.db, self.budget, self.options.threads, progress)
+        record = outcome.record
+        columns = {"tuning": outcome.source, "tuning_trials": record.trials,
+                   "tuning_s": record.tune_s}
+        if outcome.source == "database":
+            note = (f"schedule from the tuning database ({record.trials} trials, tuned in "
+                    f"{record.tune_s:.0f} s earlier), verified before timing")
+        else:
+            note = f"tuned now: {record.trials} trials in {record.tune_s:.0f} s, saved to the database"
+        return exported(spec, compiler.compile_scheduled(self.target, outcome.schedule), self.target,
+                        self.name, self.options, columns,
+                        curve=database.curve_rows(spec, self.name, self.target_name, record),
+                        notes=[note])

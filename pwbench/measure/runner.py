@@ -1,21 +1,34 @@
-"""The pipeline: suite -> specs -> backend.prepare -> verify -> time -> record row."""
+"""The pipeline: suite -> specs -> backend.build -> (in worker processes) make, verify, time ->
+per-process lines -> pooled rows.
+
+`plan` checks everything that can be wrong before anything is measured (bad input fails in one
+line, with nothing written); `execute` builds every kernel in this process (compiling, tuning),
+computes each shape's reference outputs once, then measures every kernel in `processes` rounds
+of fresh worker processes (measure/workers.py), writing each process's result as it arrives.
+"""
 
 from __future__ import annotations
 
 import math
 import os
-import traceback
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
-from pwbench import backends, env, targets
-from pwbench.targets import peaks
-from pwbench.measure import timing, verify
+from pwbench import backends, env, samples, targets
 from pwbench.analysis import roofline
-from pwbench.store import results
-from pwbench.workloads import suites
+from pwbench.backends.base import Built, NoEvents, Options
 from pwbench.errors import UserError
+from pwbench.measure import timing, verify, workers
+from pwbench.store import results
+from pwbench.targets import peaks
+from pwbench.targets.host import memory_bytes
+from pwbench.workloads import suites
 from pwbench.workloads.spec import ConvSpec
+
+DEFAULT_PROCESSES = 3  # chosen from A/A runs on a 2-core VM: see README, Measurement
+KERNEL_TIMEOUT_S = 600.0  # a worker silent this long on one kernel is killed: an error row
 
 
 @dataclass
@@ -29,17 +42,32 @@ class RunConfig:
     threads: int = field(default_factory=lambda: os.cpu_count() or 1)
     output: Path | None = None
     budget: timing.Budget = timing.Budget()
+    processes: int = DEFAULT_PROCESSES
+    cache: str = "hot"
     peaks_file: Path | None = None  # user-given peaks instead of measured ones
     trials: int = 64  # tvm-tuned: MetaSchedule trials per layer
     tune_minutes: float | None = None  # tvm-tuned: tuning budget for the whole suite
     tuning_dir: Path | None = None  # tvm-tuned: tuning database root (default: the cache dir)
 
 
-def apply_threads(threads: int) -> None:
-    """One thread count for every backend. Env vars must be set before the libraries start their
-    pools (TVM's default is half the cores, torch's all of them), so this runs before any import."""
-    for var in ("OMP_NUM_THREADS", "TVM_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ[var] = str(threads)
+class Watcher(Protocol):
+    """What the console hears of a run (backends.base.Events for the backends' own lines)."""
+
+    def progress(self, text: str) -> None: ...
+
+    def note(self, text: str) -> None: ...
+
+    def stage(self, text: str, total: int) -> None: ...
+
+    def step(self, text: str, row: dict | None = None) -> None: ...
+
+
+class Quiet(NoEvents):
+    def stage(self, text: str, total: int) -> None:
+        pass
+
+    def step(self, text: str, row: dict | None = None) -> None:
+        pass
 
 
 @dataclass
@@ -49,103 +77,171 @@ class Plan:
     suite: suites.Suite
     specs: list[ConvSpec]
     target: targets.Target
-    modules: dict  # backend name -> module
+    backends: dict  # name -> Backend instance
+    output: Path
     peaks: peaks.Peaks | None = None  # roofs for roofline_s / pct_of_roof
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def shapes(self) -> list[ConvSpec]:
+        """The distinct shapes: a shape recurring under another name is measured once."""
+        return list({s.id: s for s in self.specs}.values())
+
+    @property
+    def work_dir(self) -> Path:
+        return self.output / ".work"
 
 
-def plan(config: RunConfig) -> Plan:
+def plan(config: RunConfig, events=Quiet()) -> Plan:
+    if config.processes < 1:
+        raise UserError(f"--processes must be at least 1, got {config.processes}")
+    if config.cache not in timing.CACHE_STATES:
+        raise UserError(f"--cache must be one of {', '.join(timing.CACHE_STATES)}, got {config.cache!r}")
     target = targets.resolve(config.target)
+    target.prepare_process(config.threads)  # before torch or TVM start their thread pools
     suite = suites.load(config.suite, batch=config.batch, layout=config.layout)
     specs = suites.select(suite.layers, config.filter)
     if not specs:
         raise UserError(f"--filter {config.filter!r} selects none of the {len(suite.layers)} "
-                                 f"layers of suite {suite.name}")
-    modules = {name: backends.load(name, target.family) for name in config.backends}
-    targets.require_available(target)
-    for module in modules.values():  # e.g. open a tuning database: a bad one fails here, once
-        if hasattr(module, "configure"):
-            module.configure(config, target)
+                        f"layers of suite {suite.name}")
+    _check_memory(specs)
+    classes = {name: backends.backend_class(name, target) for name in config.backends}
+    targets.require_runnable(target)
+    output = config.output or results.default_dir(suite.name, target.name)
+    options = Options(threads=config.threads, work_dir=output / ".work", trials=config.trials,
+                      tune_minutes=config.tune_minutes, tuning_dir=config.tuning_dir)
+    # e.g. open a tuning database: a bad one fails here, once
+    made = {name: cls(target, options, events) for name, cls in classes.items()}
     given = peaks.load_file(config.peaks_file) if config.peaks_file else None
-    return Plan(config, suite, specs, target, modules, given)
+    warnings = []
+    if config.threads > (os.cpu_count() or 1):
+        warnings.append(f"--threads {config.threads} is more than this machine's "
+                        f"{os.cpu_count()} cores: threads will share cores and times will be noisy")
+    return Plan(config, suite, specs, target, made, output, given, warnings)
+
+
+def _check_memory(specs: list[ConvSpec]) -> None:
+    """Refuse a layer whose buffers cannot fit, before anything runs: a worker would be killed
+    by the kernel's OOM killer, or the machine would swap for hours."""
+    available = memory_bytes()
+    if not available:
+        return
+    for spec in {s.id: s for s in specs}.values():
+        need = 2 * spec.bytes + verify.reference_bytes(spec)
+        if need > 0.8 * available:
+            raise UserError(f"layer {spec.label} needs about {need / 1e9:.1f} GB (its buffers and "
+                            f"float64 references), more than this machine's {available / 1e9:.1f} "
+                            "GB allows; lower --batch or --filter it out")
 
 
 def ensure_peaks(p: Plan, on_measure=lambda: None) -> None:
-    """Measured once per machine fingerprint and cached; a few seconds the first time."""
+    """Measured once per target fingerprint and cached; a few seconds the first time."""
     if p.peaks is None:
         p.peaks = peaks.for_run(p.target, p.config.threads, on_measure=on_measure)
 
 
 def metadata(p: Plan) -> dict:
-    meta = env.collect(p.config.threads)
+    versions = {k: v for b in p.backends.values() for k, v in b.versions().items()}
+    meta = env.collect(p.config.threads) | p.target.facts()
     meta |= {"suite": p.suite.name, "suite_path": str(p.suite.path), "target": p.target.name,
-             "backends": list(p.modules), "filter": p.config.filter or "",
+             "where": p.target.where, "emulated": p.target.emulated,
+             "backends": list(p.backends), "filter": p.config.filter or "",
              "batch": p.config.batch, "budget": vars(p.config.budget),
-             "versions": {k: v for m in p.modules.values() for k, v in m.versions().items()},
+             "processes": p.config.processes, "cache": p.config.cache, "versions": versions,
              "peaks": p.peaks.to_dict() if p.peaks else None}
-    meta["fingerprint"] = env.fingerprint(meta)
+    meta["fingerprint"] = env.fingerprint({**p.target.fingerprint_facts(), "versions": versions,
+                                           "threads": p.config.threads, "target": p.target.name})
     return meta
 
 
-def measure_one(spec: ConvSpec, backend: str, module, p: Plan, writer=None) -> dict:
-    """One row: prepare, check, and time only a kernel that passed (or is untrusted). A tuned
-    kernel's tuning curve goes to the writer's tuning_curves.csv."""
-    row = {"suite": p.suite.name, **spec.describe(), "backend": backend, "target": p.target.name,
-           "threads": p.config.threads, "median_s": math.nan, "iqr_s": math.nan,
-           "min_s": math.nan, "n_samples": 0, "number": 0, "samples_s": [], "gflops": math.nan,
-           "noisy": False, "check": "", "max_abs_err": math.nan, "max_rel_err": math.nan,
-           "error": "", "target_string": "", "tuning": "", "tuning_trials": 0,
-           "tuning_s": math.nan, **_roof(spec, math.nan, p)}
-    try:
-        kernel = module.prepare(spec, p.target)
-        row |= getattr(kernel, "columns", {})
-        if writer is not None and getattr(kernel, "tuning_record", None):
-            from pwbench.tvm_bridge import database
-
-            writer.add_curve(database.curve_rows(spec, backend, p.target.name, kernel.tuning_record))
-        result = verify.check(kernel, spec)
-        row |= {"check": result.verdict, "max_abs_err": result.max_abs_err,
-                "max_rel_err": result.max_rel_err, "error": result.detail}
-        if result.verdict == "failed":
-            return row
-        m = timing.measure(kernel, p.config.budget, sync=kernel.sync)
-    except KeyboardInterrupt:
-        raise
-    except Exception as exc:  # one broken kernel must not lose the rest of the sweep
-        last = traceback.extract_tb(exc.__traceback__)[-1]
-        row["error"] = f"{type(exc).__name__}: {exc} ({Path(last.filename).name}:{last.lineno})"
-        return row
-    row |= {"median_s": m.median_s, "iqr_s": m.iqr_s, "min_s": m.min_s,
-            "n_samples": len(m.samples_s), "number": m.number, "samples_s": m.samples_s,
-            "gflops": results.gflops(spec.flops, m.median_s), "noisy": m.noisy,
-            **_roof(spec, m.median_s, p)}
-    return row
-
-
-def _roof(spec: ConvSpec, median_s: float, p: Plan) -> dict:
-    return roofline.row_columns(spec.flops, spec.bytes, spec.dtype, median_s, p.peaks)
-
-
-def execute(p: Plan, on_row=lambda row, done, total: None) -> results.RunWriter:
-    """Measure every (layer, backend); rows are on disk as soon as measured."""
-    for module in p.modules.values():
-        if hasattr(module, "set_threads"):
-            module.set_threads(p.config.threads)
+def execute(p: Plan, watch: Watcher = Quiet()) -> results.RunWriter:
+    """Build, then measure every (shape, backend); lines are on disk as soon as measured."""
     ensure_peaks(p)
-    out = p.config.output or results.default_dir(p.suite.name, p.target.name)
-    writer = results.RunWriter(out, metadata(p))
-    total = len(p.specs) * len(p.modules)
-    measured = {}  # a shape that recurs under another name (same spec id) is measured once
+    writer = results.RunWriter(p.output, metadata(p))
     try:
-        for spec in p.specs:
-            for name, module in p.modules.items():
-                key = (spec.id, name)
-                if key not in measured:
-                    measured[key] = measure_one(spec, name, module, p, writer)
-                row = {**measured[key], **spec.describe()}
-                writer.add(row)
-                on_row(row, len(writer.rows), total)
+        jobs, lines = _build_all(p, writer, watch)
+        _measure_all(p, jobs, lines, writer, watch)
     except KeyboardInterrupt:
-        writer.finish("interrupted")
+        _finish(p, writer, "interrupted")
         raise
-    writer.finish()
+    _finish(p, writer)
     return writer
+
+
+def _finish(p: Plan, writer: results.RunWriter, status: str = "complete") -> None:
+    writer.finish(status, decorate=lambda row: row | _roof(row, p))
+    shutil.rmtree(p.work_dir, ignore_errors=True)
+
+
+def _roof(row: dict, p: Plan) -> dict:
+    return roofline.row_columns(row["flops"], row["bytes"], row["dtype"], row["median_s"], p.peaks)
+
+
+def _line(spec: ConvSpec, backend: str, built: Built | None, p: Plan) -> dict:
+    """The columns every line of one (layer, kernel) shares."""
+    return {"suite": p.suite.name, **spec.describe(), "backend": backend, "target": p.target.name,
+            "threads": p.config.threads, "variant": built.variant if built else "",
+            "cache": p.config.cache, "clock": built.clock if built else "",
+            **(built.columns if built else {}),
+            "check": "", "max_abs_err": math.nan, "max_rel_err": math.nan, "error": "",
+            "samples_s": [], "number": 0, "process": -1}
+
+
+def _layers(p: Plan, spec_id: str) -> list[ConvSpec]:
+    return [s for s in p.specs if s.id == spec_id]
+
+
+def _build_all(p: Plan, writer, watch) -> tuple[list[workers.Job], dict]:
+    """Every kernel built here, in this process (tuning included); a kernel that cannot be built
+    is an error row and the run goes on. Returns the jobs and the line columns of each."""
+    jobs, lines = [], {}
+    watch.stage(f"building {len(p.shapes) * len(p.backends)} kernels", len(p.shapes) * len(p.backends))
+    for spec in p.shapes:
+        for name, backend in p.backends.items():
+            watch.progress(f"building {spec.label[:40]} [{name}]")
+            try:
+                built = backend.build(spec)
+            except (KeyboardInterrupt, UserError):
+                raise
+            except Exception as exc:  # one broken kernel must not lose the rest of the sweep
+                line = _line(spec, name, None, p) | {"error": workers.describe_error(exc)}
+                for layer in _layers(p, spec.id):
+                    writer.add(line | layer.describe())
+                watch.step(f"{spec.label} [{name}]", line)
+                continue
+            writer.add_curve(built.curve)
+            for note in built.notes:
+                watch.note(f"{spec.label} [{name}]: {note}")
+            jobs.append(workers.Job((spec.id, name), spec, built.make, "", built.runtime_env))
+            lines[(spec.id, name)] = _line(spec, name, built, p)
+            watch.step(f"{spec.label} [{name}]")
+    return jobs, lines
+
+
+def _measure_all(p: Plan, jobs: list[workers.Job], lines: dict, writer, watch) -> None:
+    if not jobs:
+        return
+    p.work_dir.mkdir(parents=True, exist_ok=True)
+    watch.stage("computing float64 references", len({j.spec.id for j in jobs}))
+    saved = {}
+    for job in jobs:
+        if job.spec.id not in saved:
+            watch.progress(f"reference outputs of {job.spec.label[:40]}")
+            saved[job.spec.id] = str(verify.expected(job.spec).save(p.work_dir / f"{job.spec.id}.npz"))
+            watch.step(job.spec.label)
+        job.expected = saved[job.spec.id]
+    settings = workers.Settings(p.config.processes, p.config.budget, p.config.cache,
+                                p.config.threads, KERNEL_TIMEOUT_S)
+    watch.stage(f"measuring in {p.config.processes} process(es)", len(jobs) * p.config.processes)
+
+    def record(outcome: workers.Outcome) -> None:
+        line = lines[outcome.key] | {
+            "process": outcome.process, "check": outcome.check, "error": outcome.error,
+            "max_abs_err": outcome.max_abs_err, "max_rel_err": outcome.max_rel_err,
+            "samples_s": outcome.samples_s or [], "number": outcome.number,
+            **samples.summary(outcome.samples_s or [])}
+        for layer in _layers(p, outcome.key[0]):
+            writer.add(line | layer.describe())
+        watch.step(f"{line['layer']} [{line['backend']}] process {outcome.process + 1}", line)
+
+    workers.measure(jobs, p.target, settings, record)

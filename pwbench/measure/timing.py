@@ -1,18 +1,24 @@
 """Timing: warm-up and sampling budgets in milliseconds, an adaptive inner loop, raw samples kept.
 
-Like torch.utils.benchmark's blocked_autorange: a sample times a block of `number` back-to-back
-calls, `number` grown until one block lasts at least `min_block_s`, so the timer's own overhead is
-far below 1 % of what is measured. Each sample is block time / number, in seconds.
+The kernel brings its clock (host perf_counter, CUDA events, TVM's time_evaluator); this module
+only decides how many calls to time and for how long. Like torch.utils.benchmark's
+blocked_autorange, a hot-cache sample times a block of `number` back-to-back calls, `number` grown
+until one block lasts at least `min_block_s`, so the timer's own overhead is far below 1 % of what
+is measured. Each sample is block time / number, in seconds.
+
+Cold cache: before every sample the target evicts its caches (not timed), and each sample is one
+call, since a second call would find the operands the first one brought back into cache.
 """
 
 from __future__ import annotations
 
-import statistics
 import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-NOISY_IQR_FRACTION = 0.10
+from pwbench import samples
+
+CACHE_STATES = ("hot", "cold")
 
 
 @dataclass(frozen=True)
@@ -28,52 +34,45 @@ class Budget:
 class Measurement:
     samples_s: list[float]
     number: int  # calls per sample
-    threads: int | None = None
+    clock: str = "host"
     notes: list[str] = field(default_factory=list)
+
+    def __post_init__(self):
+        self._stats = samples.summary(self.samples_s)
 
     @property
     def median_s(self) -> float:
-        return statistics.median(self.samples_s)
+        return self._stats["median_s"]
 
     @property
     def min_s(self) -> float:
-        return min(self.samples_s)
+        return self._stats["min_s"]
 
     @property
     def iqr_s(self) -> float:
-        if len(self.samples_s) < 4:
-            return 0.0
-        q1, _, q3 = statistics.quantiles(self.samples_s, n=4, method="inclusive")
-        return q3 - q1
+        return self._stats["iqr_s"]
 
     @property
     def noisy(self) -> bool:
-        return self.iqr_s > NOISY_IQR_FRACTION * self.median_s
+        return self._stats["noisy"]
 
 
-def measure(fn: Callable[[], object], budget: Budget = Budget(),
-            sync: Callable[[], object] | None = None) -> Measurement:
-    """Time fn(); `sync` (e.g. torch.cuda.synchronize) ends every timed block."""
-    sync = sync or (lambda: None)
-    clock = time.perf_counter
-
-    def block(number: int) -> float:
-        start = clock()
-        for _ in range(number):
-            fn()
-        sync()
-        return clock() - start
-
-    deadline = clock() + budget.warmup_ms / 1e3
-    block(1)
-    while clock() < deadline:
-        block(1)
+def measure(clock, budget: Budget = Budget(), evict: Callable[[], object] | None = None) -> Measurement:
+    """Time a kernel with its clock: hot, or cold when `evict` is given."""
+    wall = time.perf_counter
+    deadline = wall() + budget.warmup_ms / 1e3
+    clock.time(1)
+    while wall() < deadline:
+        clock.time(1)
     number = 1
-    while (elapsed := block(number)) < budget.min_block_s:
-        number *= max(2, min(10, int(budget.min_block_s / max(elapsed, 1e-9))))
-    samples = []
-    deadline = clock() + budget.sample_ms / 1e3
-    while len(samples) < budget.max_samples and (
-            len(samples) < budget.min_samples or clock() < deadline):
-        samples.append(block(number) / number)
-    return Measurement(samples, number)
+    if evict is None:
+        while (elapsed := clock.time(number)) < budget.min_block_s:
+            number *= max(2, min(10, int(budget.min_block_s / max(elapsed, 1e-9))))
+    taken = []
+    deadline = wall() + budget.sample_ms / 1e3
+    while len(taken) < budget.max_samples and (
+            len(taken) < budget.min_samples or wall() < deadline):
+        if evict is not None:
+            evict()
+        taken.append(clock.time(number) / number)
+    return Measurement(taken, number, getattr(clock, "name", "host"))

@@ -1,6 +1,6 @@
 """Numerical equivalence of a kernel against a float64 reference, before it is timed.
 
-Two checks on one prepared kernel (a kernel is what a backend's prepare() returns):
+Two checks on one kernel (backends/base.py), against references computed once per shape:
 1. Exact-by-construction inputs (benchdnn's idea): small integers, a third of them zero, so every
    fp32 sum is exact in any order. A direct fp32 convolution must match the reference bit for bit,
    give the same answer on a second call, and leave its inputs untouched.
@@ -10,11 +10,14 @@ Two checks on one prepared kernel (a kernel is what a backend's prepare() return
    result. The error columns (max_abs_err, max_rel_err) come from this check; the relative error
    is max |err| / max |reference| (element-wise ratios blow up where the reference is near 0).
 A check is "untrusted" when more than half of the exact check's reference outputs are zero.
+The references (`expected`) are computed once per shape by the run and saved, so that every
+worker process checks its own kernel without recomputing them.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
@@ -70,10 +73,44 @@ def reference(spec: ConvSpec, x: np.ndarray, w: np.ndarray) -> np.ndarray:
     return out
 
 
-def check(kernel, spec: ConvSpec, seed: int = 0) -> Check:
+@dataclass(frozen=True)
+class Expected:
+    """The float64 reference outputs of both checks, computed once per shape: every process that
+    measures the shape checks its own kernel against them."""
+    exact: np.ndarray  # on exact_inputs(seed)
+    random: np.ndarray  # on random_inputs(seed + 1)
+    bound: np.ndarray  # per-element rounding bound of the random check
+
+    def save(self, path: Path) -> Path:
+        np.savez(path, exact=self.exact, random=self.random, bound=self.bound)
+        return path
+
+    @classmethod
+    def load(cls, path) -> Expected:
+        with np.load(path) as data:
+            return cls(data["exact"], data["random"], data["bound"])
+
+
+def expected(spec: ConvSpec, seed: int = 0) -> Expected:
+    x, w = random_inputs(spec, seed + 1)
+    return Expected(reference(spec, *exact_inputs(spec, seed)), reference(spec, x, w),
+                    _rounding_bound(spec, x, w))
+
+
+def reference_bytes(spec: ConvSpec) -> int:
+    """Memory the references of one shape need at once: float64 inputs, weight, three outputs
+    and einsum's copy of the patches of one image."""
+    n, c, _, _ = spec.input_shape
+    oh, ow = spec.out_hw
+    patches = c * oh * ow * spec.kernel_size[0] * spec.kernel_size[1]
+    return 8 * (2 * (spec.input_shape[0] * c * spec.height * spec.width + spec.params)
+                + 4 * int(np.prod(spec.output_shape)) + patches)
+
+
+def check(kernel, spec: ConvSpec, want: Expected | None = None, seed: int = 0) -> Check:
     """Run both checks; leaves the random inputs loaded in the kernel, ready for timing."""
+    want = want or expected(spec, seed)
     x, w = exact_inputs(spec, seed)
-    expected = reference(spec, x, w)
     kernel.load(x, w)
     kernel()
     first = np.array(kernel.result(), dtype=np.float64)
@@ -82,20 +119,17 @@ def check(kernel, spec: ConvSpec, seed: int = 0) -> Check:
     x_after, w_after = kernel.inputs()
     if not (np.array_equal(x_after, x) and np.array_equal(w_after, w)):
         return Check("failed", np.nan, np.nan, "the kernel modified its inputs")
-    problem = _compare_exact(first, expected, getattr(kernel, "exact", True), spec)
+    problem = _compare_exact(first, want.exact, getattr(kernel, "exact", True), spec)
     if problem:
-        return Check("failed", *_errors(first, expected), problem)
+        return Check("failed", *_errors(first, want.exact), problem)
     if not np.array_equal(first, second):
-        return Check("failed", *_errors(second, expected), "a second call gave a different result")
+        return Check("failed", *_errors(second, want.exact), "a second call gave a different result")
 
-    x, w = random_inputs(spec, seed + 1)
-    expected = reference(spec, x, w)
-    kernel.load(x, w)
+    kernel.load(*random_inputs(spec, seed + 1))
     kernel()
     got = np.array(kernel.result(), dtype=np.float64)
-    abs_err, rel_err = _errors(got, expected)
-    bound = _rounding_bound(spec, x, w)
-    if got.shape != expected.shape or not np.all(np.abs(got - expected) <= bound):
+    abs_err, rel_err = _errors(got, want.random)
+    if got.shape != want.random.shape or not np.all(np.abs(got - want.random) <= want.bound):
         return Check("failed", abs_err, rel_err, "random inputs: error above the fp32 rounding bound")
     if np.mean(first == 0) > MAX_ZERO_FRACTION:
         return Check("untrusted", abs_err, rel_err, "over half of the exact check's outputs are zero")

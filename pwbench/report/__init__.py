@@ -19,17 +19,19 @@ __all__ = ["Built", "build", "costs"]
 class Built:
     index: Path
     files: list[Path]
+    warnings: list[str]
 
 
 def build(run_dirs, out=None, peaks_file=None, baseline: str = "torch",
-          costs: costs.Costs | None = None, print_tables: bool = False) -> Built:
+          costs: costs.Costs | None = None, show=None) -> Built:
+    """`show`, when given, receives each table as a rich renderable (the CLI prints them)."""
     loaded = runs.load(run_dirs, peaks_file)
     groups = selection.by_suite(loaded)
     prices = costs or globals()["costs"].Costs({})
     prices.check_used(loaded)
     out = _prepare(Path(out) if out else _default_out(loaded))
     from pwbench.report import plots  # matplotlib only once the input is known to be good
-    writer = _Writer(out, plots, print_tables)
+    writer = _Writer(out, plots, show)
     sections = [writer.overview(loaded)]
     for run in loaded:
         sections.append(writer.run_section(run, tables.baseline_of(run, baseline)))
@@ -40,7 +42,7 @@ def build(run_dirs, out=None, peaks_file=None, baseline: str = "torch",
     intro = (f"{len(loaded)} run(s); times are per-call medians, network totals weight each layer "
              f"by its count. Generated {_now()}.")
     index = html.write_index(out, title, intro, sections)
-    return Built(index, [index, *writer.files])
+    return Built(index, [index, *writer.files], [w for r in loaded for w in r.warnings])
 
 
 def _default_out(loaded) -> Path:
@@ -67,8 +69,8 @@ def _now() -> str:
 class _Writer:
     """Writes each table and figure once and returns the HTML that shows it."""
 
-    def __init__(self, out: Path, plots, print_tables: bool):
-        self.out, self.plots, self.print_tables = out, plots, print_tables
+    def __init__(self, out: Path, plots, show):
+        self.out, self.plots, self.show = out, plots, show
         self.files: list[Path] = []
 
     def _table(self, numeric, columns: dict, name: str, title: str, caption: str = "",
@@ -76,10 +78,8 @@ class _Writer:
         shown = tables.display(numeric, columns)
         paths = tables.write(shown, numeric, self.out / "tables" / name, title)
         self.files += paths.values()
-        if self.print_tables and echo:
-            from pwbench.console import console
-
-            console.print(tables.rich_table(shown, title))
+        if self.show and echo:
+            self.show(tables.rich_table(shown, title))
         return html.table(tables.to_html(shown, caption), paths.values(), self.out, title)
 
     def _figure(self, paths, caption: str) -> str:

@@ -15,7 +15,7 @@ from matplotlib.ticker import FuncFormatter  # noqa: E402
 
 from pwbench.analysis import roofline  # noqa: E402
 from pwbench.report.runs import Run  # noqa: E402
-from pwbench.report.tables import format_seconds  # noqa: E402
+from pwbench.units import format_seconds  # noqa: E402
 
 KIND_COLOURS = {"pointwise": "#1f77b4", "depthwise": "#d62728", "full": "#2ca02c",
                 "grouped": "#9467bd"}

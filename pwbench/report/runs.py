@@ -14,13 +14,6 @@ from pwbench.analysis import roofline
 from pwbench.store import results
 from pwbench.errors import UserError
 
-REQUIRED = ("suite", "layer", "spec_id", "kind", "batch", "in_channels", "out_channels", "height",
-            "width", "kernel_size", "stride", "groups", "dtype", "count", "flops", "bytes",
-            "intensity", "backend", "target", "threads", "median_s", "check")
-NUMERIC = ("batch", "in_channels", "out_channels", "height", "width", "groups", "count", "flops",
-           "bytes", "intensity", "threads", "median_s")
-
-
 @dataclass
 class Run:
     dir: Path
@@ -28,6 +21,7 @@ class Run:
     records: pd.DataFrame  # the run's rows, roofline columns recomputed for `peaks`
     peaks: peaks_mod.Peaks | None
     label: str  # "host target Nt", unique within one report
+    warnings: list  # e.g. the run was cut short
 
     @property
     def suite(self) -> str:
@@ -55,24 +49,12 @@ def load(directories, peaks_file=None) -> list[Run]:
 
 
 def _load_one(directory: Path, given) -> Run:
-    meta, records = results.read_run(directory)
-    if records.empty:
-        raise UserError(f"{directory} holds no records (the run measured nothing)")
-    missing = [c for c in REQUIRED if c not in records.columns]
-    if missing:
-        raise UserError(f"{directory}: records lack column(s) {', '.join(missing)}; "
-                        "not a pwbench run, or written by an incompatible version")
-    if records["suite"].nunique() != 1:
+    run = results.load_run(directory)
+    if run.records["suite"].nunique() != 1:
         raise UserError(f"{directory}: records from several suites in one run")
-    for column in NUMERIC:
-        values = pd.to_numeric(records[column], errors="coerce")
-        bad = values.isna() & records[column].notna()
-        if bad.any():
-            raise UserError(f"{directory}: record {int(bad.to_numpy().argmax()) + 1}: {column} is "
-                            f"not a number ({records[column][bad].iloc[0]!r})")
-        records[column] = values
-    peaks = given or _recorded_peaks(directory, meta)
-    return Run(directory, meta, roofline.add_columns(records, peaks), peaks, _label(meta, records))
+    peaks = given or _recorded_peaks(directory, run.meta)
+    return Run(directory, run.meta, roofline.add_columns(run.records, peaks), peaks,
+               _label(run.meta, run.records), run.warnings)
 
 
 def _recorded_peaks(directory: Path, meta: dict):

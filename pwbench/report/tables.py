@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from pwbench.report.runs import Run
+from pwbench.units import format_seconds
 
 TOTAL = "network total"
 
@@ -84,16 +85,6 @@ def _total_row(run: Run, table: pd.DataFrame, layers: pd.DataFrame, baseline: st
 
 
 # ---- formatting --------------------------------------------------------------------------
-
-def format_seconds(seconds) -> str:
-    if seconds is None or not np.isfinite(seconds):
-        return "–"
-    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("µs", 1e-6), ("ns", 1e-9)):
-        if seconds >= scale or unit == "ns":
-            value = seconds / scale  # 3 significant digits, trailing zeros kept: 4.00 ms
-            decimals = max(0, 2 - math.floor(math.log10(value))) if value > 0 else 0
-            return f"{value:.{decimals}f} {unit}"
-
 
 def _number(fmt: str):
     return lambda v: "–" if v is None or not np.isfinite(float(v)) else fmt.format(float(v))

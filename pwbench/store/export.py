@@ -17,6 +17,7 @@ from bisect import bisect_left, bisect_right
 from pathlib import Path
 
 from pwbench.errors import UserError
+from pwbench.store import results
 
 PYTEST_BENCHMARK_VERSION = "5.1.0"  # the file layout written; read by 3.x to 5.x
 
@@ -68,10 +69,8 @@ def benchmark(row, layers: list[str], suite: str, budget: dict) -> dict:
 
 
 def to_pytest_benchmark(meta: dict, records) -> dict:
-    from pwbench.analysis.compare import key_columns
-
     benchmarks = []
-    for _, group in records.groupby(key_columns(records), sort=False, dropna=False):
+    for _, group in records.groupby(list(results.KERNEL_KEY), sort=False, dropna=False):
         row = group.iloc[0]
         if row["samples_s"] is not None and len(row["samples_s"]):
             layers = list(dict.fromkeys(map(str, group["layer"])))
@@ -93,12 +92,11 @@ def to_pytest_benchmark(meta: dict, records) -> dict:
     }
 
 
-def export(run_dir: Path, fmt: str, out: Path | None) -> Path:
-    from pwbench.analysis.compare import load_run
-
+def export(run_dir: Path, fmt: str, out: Path | None) -> tuple[Path, list[str]]:
+    """Write the run in `fmt`; returns the file and warnings (e.g. the run was cut short)."""
     if fmt != "pytest-benchmark":
         raise UserError(f"unknown export format {fmt!r}: choose pytest-benchmark")
-    run = load_run(Path(run_dir))
+    run = results.load_run(Path(run_dir))
     data = to_pytest_benchmark(run.meta, run.records)
     if not data["benchmarks"]:
         raise UserError(f"{run_dir}: no kernel was timed, nothing to export")
@@ -108,4 +106,4 @@ def export(run_dir: Path, fmt: str, out: Path | None) -> Path:
         out.write_text(json.dumps(data, indent=2))
     except OSError as exc:
         raise UserError(f"cannot write {out}: {exc.strerror or exc}") from None
-    return out
+    return out, run.warnings

@@ -22,6 +22,7 @@ from pathlib import Path
 import pandas as pd
 
 from pwbench.errors import UserError
+from pwbench.store import results
 
 SCHEMA_VERSION = 1
 DEFAULT_PATH = Path("results") / "history.sqlite"
@@ -81,9 +82,7 @@ def run_uid(meta: dict, records: pd.DataFrame) -> str:
 
 def add(conn: sqlite3.Connection, run_dir: Path) -> tuple[int, bool]:
     """Record a run directory; returns (run id, False when it was already recorded)."""
-    from pwbench.analysis.compare import load_run
-
-    run = load_run(Path(run_dir))
+    run = results.load_run(Path(run_dir))
     uid = run_uid(run.meta, run.records)
     known = conn.execute("SELECT id FROM runs WHERE uid = ?", (uid,)).fetchone()
     if known:
@@ -159,9 +158,9 @@ def baseline(conn: sqlite3.Connection, fingerprint: str, exclude_uid: str, last:
     marks = ",".join("?" * len(ids))
     rows = [json.loads(r[0]) for r in conn.execute(
         f"SELECT row FROM records WHERE run_id IN ({marks}) ORDER BY run_id DESC", ids)]
-    frame = pd.DataFrame(rows)
+    frame = results.normalize(pd.DataFrame(rows))
     timed = frame["check"].isin(["passed", "untrusted"])
-    key = frame["spec_id"] + "|" + frame["backend"] + "|" + frame["target"]
+    key = frame[list(results.KERNEL_KEY)].astype(str).agg("|".join, axis=1)
     keep = timed | ~key.isin(set(key[timed]))
     metas = [json.loads(r[0]) for r in conn.execute(
         f"SELECT meta FROM runs WHERE id IN ({marks}) ORDER BY utc DESC, id DESC", ids)]
@@ -184,29 +183,3 @@ def compare_with_history(conn: sqlite3.Connection, new_dir: Path, threshold: flo
         result.warnings.append("environments differ: " + "; ".join(diffs))
     result.warnings += compare.busy_notes(new.meta, "NEW")
     return result
-
-
-def print_table(frame: pd.DataFrame, title: str) -> None:
-    from rich.table import Table
-
-    from pwbench.console import console
-
-    table = Table(title=title, title_justify="left")
-    frame = frame.drop(columns=[c for c in ("spec_id", "run_dir") if c in frame.columns])
-    for col in frame.columns:
-        table.add_column(col, justify="right" if frame[col].dtype.kind in "if" else "left")
-    for rec in frame.itertuples(index=False):
-        table.add_row(*[_cell(col, value) for col, value in zip(frame.columns, rec)])
-    console.print(table)
-
-
-def _cell(column: str, value) -> str:
-    from pwbench.console import format_seconds
-
-    if column == "median_s":
-        return format_seconds(value)
-    if column == "vs_first":
-        return "-" if value is None or math.isnan(value) else f"{(value - 1) * 100:+.1f} %"
-    if column == "git_commit":
-        return str(value or "")[:12] + ("-dirty" if str(value).endswith("-dirty") else "")
-    return "" if value is None else str(value)

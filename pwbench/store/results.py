@@ -1,6 +1,13 @@
-"""Run directories: meta.json (environment, once), records.jsonl (one row per measurement,
-appended and flushed as measured, so a crash or Ctrl-C loses nothing), then records.parquet and
-records.csv when the run ends. Columns are documented in results/README.md."""
+"""Run directories, written and read.
+
+A run directory holds meta.json (the environment, once), records.jsonl (one line per kernel and
+measuring process, appended and flushed as measured, so a crash or Ctrl-C loses nothing), then,
+when the run ends, records.parquet and records.csv: the tidy table, one row per layer and kernel
+with the samples of every process pooled. Columns are documented in results/README.md.
+
+Every reader goes through `load_run`: it pools a run that was cut short, fills the columns older
+runs lack, and says (in `Run.warnings`) when a run did not complete.
+"""
 
 from __future__ import annotations
 
@@ -8,15 +15,27 @@ import datetime
 import json
 import math
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
+from pwbench import files, samples
 from pwbench.errors import UserError
 
-SCHEMA_VERSION = 1
-META, RECORDS = "meta.json", "records.jsonl"
+SCHEMA_VERSION = 2  # 2: records.jsonl per process, cache / clock / process columns
+META, RECORDS, TABLE = "meta.json", "records.jsonl", "records.parquet"
 CURVES = "tuning_curves.csv"
+# A kernel: the same shape, computed by the same backend on the same target, in the same cache
+# state with the same clock. Rows of one kernel pair up in compare; a variant (a layout or
+# precision choice a backend records) is part of it.
+KERNEL_KEY = ("spec_id", "backend", "target", "variant", "cache", "clock")
+DEFAULTS = {"variant": "", "cache": "hot", "clock": "host"}  # what schema-1 runs measured
+REQUIRED = ("suite", "layer", "spec_id", "kind", "batch", "in_channels", "out_channels", "height",
+            "width", "kernel_size", "stride", "groups", "dtype", "count", "flops", "bytes",
+            "intensity", "backend", "target", "threads", "median_s", "check")
+NUMERIC = ("batch", "in_channels", "out_channels", "height", "width", "groups", "count", "flops",
+           "bytes", "intensity", "threads", "median_s")
 
 
 def default_dir(suite: str, target: str) -> Path:
@@ -24,6 +43,61 @@ def default_dir(suite: str, target: str) -> Path:
     safe_target = "".join(c if c.isalnum() else "-" for c in target)[:40]
     return Path("results") / f"{stamp}_{suite}_{safe_target}"
 
+
+def was_timed(row) -> bool:
+    """The one test of whether a row holds a time: its check let it be timed and it was."""
+    median = row["median_s"]
+    return row["check"] in ("passed", "untrusted") and median is not None and not math.isnan(median)
+
+
+def gflops(flops: int, seconds: float) -> float:
+    return flops / seconds / 1e9 if seconds and not math.isnan(seconds) else math.nan
+
+
+# ---- pooling the processes of one kernel -------------------------------------------------------
+
+_WORST_FIRST = ("failed", "", "untrusted", "passed")
+_LINE_KEYS = {"layer", "spec_id", "backend", "target", "check", "error", "flops", "samples_s"}
+
+
+def pool(lines: list[dict]) -> list[dict]:
+    """One tidy row per (layer, kernel) from its per-process lines: samples concatenated in
+    process order with their process index, statistics derived from the pooled samples. A kernel
+    that failed its check in any process counts as failed and keeps no time: a wrong-but-fast
+    kernel must never look like a win."""
+    groups: dict[tuple, list[dict]] = {}
+    for line in lines:
+        line = line | {k: v for k, v in DEFAULTS.items() if k not in line}
+        groups.setdefault((line["layer"], *(line[k] for k in KERNEL_KEY)), []).append(line)
+    return [_pooled(group) for group in groups.values()]
+
+
+def _pooled(group: list[dict]) -> dict:
+    group = sorted(group, key=lambda r: r.get("process", 0))
+    check = min((r["check"] for r in group), key=lambda c: _WORST_FIRST.index(c)
+                if c in _WORST_FIRST else 0)
+    row = dict(next((r for r in group if r["check"] == check), group[0]))
+    timed = [r for r in group if r.get("samples_s")] if check != "failed" else []
+    pooled = [s for r in timed for s in r["samples_s"]]
+    row.update(samples.summary(pooled))
+    row |= {"samples_s": pooled, "samples_process": [r.get("process", 0) for r in timed
+                                                     for _ in r["samples_s"]],
+            "n_samples": len(pooled), "n_processes": len(timed),
+            "number": max((r.get("number", 0) for r in timed), default=0),
+            "check": check, "error": "; ".join(dict.fromkeys(r["error"] for r in group if r["error"])),
+            "gflops": gflops(row["flops"], samples.summary(pooled)["median_s"])}
+    for column in ("max_abs_err", "max_rel_err"):  # the worst process counts
+        values = [r[column] for r in group if not _isnan(r.get(column))]
+        row[column] = max(values) if values else math.nan
+    row.pop("process", None)
+    return row
+
+
+def _isnan(value) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+# ---- writing -----------------------------------------------------------------------------------
 
 class RunWriter:
     def __init__(self, directory: Path, meta: dict):
@@ -38,11 +112,12 @@ class RunWriter:
         except OSError as exc:
             raise UserError(f"cannot write results to {self.dir}: {exc.strerror or exc}; "
                             "choose another --output") from None
-        self.rows: list[dict] = []
+        self.lines: list[dict] = []  # per-process lines, as in records.jsonl
+        self.rows: list[dict] = []  # the tidy rows, once finished
 
-    def add(self, row: dict) -> None:
-        self.rows.append(row)
-        self._records.write(json.dumps(row, allow_nan=True) + "\n")
+    def add(self, line: dict) -> None:
+        self.lines.append(line)
+        self._records.write(json.dumps(line, allow_nan=True) + "\n")
         self._records.flush()
         os.fsync(self._records.fileno())
 
@@ -53,27 +128,84 @@ class RunWriter:
         path = self.dir / CURVES
         pd.DataFrame(rows).to_csv(path, mode="a", header=not path.exists(), index=False)
 
-    def finish(self, status: str = "complete") -> None:
+    def finish(self, status: str = "complete", decorate=lambda row: row) -> None:
+        """Pool the lines into rows (`decorate` adds derived columns, e.g. the roofline's) and
+        write the tables."""
         self._records.close()
+        self.rows = [decorate(r) for r in pool(self.lines)]
         self.meta["status"] = status
         self.meta["rows"] = len(self.rows)
         self._write_meta()
         if self.rows:
-            frame = pd.DataFrame(self.rows)
-            frame.to_parquet(self.dir / "records.parquet", index=False)
-            flat = frame.assign(samples_s=frame["samples_s"].map(
-                lambda s: " ".join(repr(v) for v in s)))
-            flat.to_csv(self.dir / "records.csv", index=False)
+            write_tables(self.dir, pd.DataFrame(self.rows))
 
     def _write_meta(self) -> None:
-        tmp = self.dir / (META + ".tmp")
-        tmp.write_text(json.dumps(self.meta, indent=2, default=str))
-        tmp.replace(self.dir / META)
+        files.write_json(self.dir / META, self.meta)
 
 
-def read_run(directory) -> tuple[dict, pd.DataFrame]:
-    """Load a run directory (a finished run, or the rows an interrupted one kept)."""
+def write_tables(directory: Path, frame: pd.DataFrame) -> None:
+    frame.to_parquet(directory / TABLE, index=False)
+    flat = frame.copy()
+    for column in ("samples_s", "samples_process"):
+        if column in flat:
+            flat[column] = flat[column].map(lambda s: " ".join(repr(v) for v in s))
+    flat.to_csv(directory / "records.csv", index=False)
+
+
+# ---- reading -----------------------------------------------------------------------------------
+
+@dataclass
+class Run:
+    dir: Path
+    meta: dict
+    records: pd.DataFrame  # tidy rows
+    warnings: list[str] = field(default_factory=list)
+
+
+def load_run(directory) -> Run:
+    """A run directory, validated: finished, or cut short (interrupted, or killed while it was
+    running: then its per-process lines are pooled here and a warning says so)."""
     path = Path(directory)
+    meta = _read_meta(path)
+    warnings = []
+    status = meta.get("status", "unknown")
+    if status != "complete":
+        what = ("was interrupted" if status == "interrupted" else
+                "was cut short (its process died before it finished: meta.json still says "
+                "'running')" if status == "running" else f"has status {status!r}")
+        warnings.append(f"{path} {what}: only the kernels it measured are there")
+    records = _checked(path, _read_records(path))
+    return Run(path, meta, records, warnings)
+
+
+def _checked(path: Path, records: pd.DataFrame, required=REQUIRED, numeric=NUMERIC) -> pd.DataFrame:
+    if records.empty:
+        raise UserError(f"{path} holds no records (the run measured nothing)")
+    missing = [c for c in required if c not in records.columns]
+    if missing:
+        raise UserError(f"{path}: records lack column(s) {', '.join(missing)}; "
+                        "not a pwbench run, or written by an incompatible version")
+    records = normalize(records)
+    for column in numeric:
+        values = pd.to_numeric(records[column], errors="coerce")
+        bad = values.isna() & records[column].notna()
+        if bad.any():
+            raise UserError(f"{path}: record {int(bad.to_numpy().argmax()) + 1}: {column} is "
+                            f"not a number ({records[column][bad].iloc[0]!r})")
+        records[column] = values
+    return records
+
+
+def normalize(records: pd.DataFrame) -> pd.DataFrame:
+    """Rows of any schema with every kernel-key column: what older runs lacked, they measured
+    with the defaults (hot cache, host clock, no variant)."""
+    records = records.copy()
+    for column, value in DEFAULTS.items():
+        records[column] = records[column].fillna(value) if column in records else value
+    return records
+
+
+def _read_meta(path: Path) -> dict:
     if not path.is_dir():
         raise UserError(f"{path} {'is not a directory' if path.exists() else 'does not exist'}; "
                         "expected a pwbench run directory")
@@ -88,11 +220,15 @@ def read_run(directory) -> tuple[dict, pd.DataFrame]:
     if meta.get("schema_version", 0) > SCHEMA_VERSION:
         raise UserError(f"{path} was written by a newer pwbench (schema {meta['schema_version']}); "
                         "upgrade pwbench to read it")
-    if (path / "records.parquet").is_file():
+    return meta
+
+
+def _read_records(path: Path) -> pd.DataFrame:
+    if (path / TABLE).is_file():
         try:
-            return meta, pd.read_parquet(path / "records.parquet")
+            return pd.read_parquet(path / TABLE)
         except (ValueError, OSError) as exc:  # pyarrow's ArrowInvalid is a ValueError
-            raise UserError(f"{path / 'records.parquet'}: unreadable: {str(exc)[:200]}") from None
+            raise UserError(f"{path / TABLE}: unreadable: {str(exc)[:200]}") from None
     lines = (path / RECORDS).read_text().splitlines() if (path / RECORDS).exists() else []
     rows = []
     for n, line in enumerate(lines, 1):
@@ -101,8 +237,7 @@ def read_run(directory) -> tuple[dict, pd.DataFrame]:
         except ValueError:  # only the last line may be cut short by a crash
             if n < len(lines):
                 raise UserError(f"{path / RECORDS}:{n}: malformed record") from None
-    return meta, pd.DataFrame(rows)
-
-
-def gflops(flops: int, seconds: float) -> float:
-    return flops / seconds / 1e9 if seconds and not math.isnan(seconds) else math.nan
+    if not (rows and all(isinstance(r, dict) and _LINE_KEYS <= set(r) for r in rows)):
+        return pd.DataFrame(rows)  # not lines of a pwbench run: validation says why
+    lines = _checked(path, pd.DataFrame(rows), [], [c for c in NUMERIC if c != "median_s"])
+    return pd.DataFrame(pool(lines.to_dict("records")))

@@ -1,8 +1,7 @@
-"""The only module that imports TVM (apache-tvm 0.27, whose API moves between minor releases).
-
-ConvSpec -> TOPI compute -> PrimFunc -> compiled kernel over prepared tvm.runtime tensors, the
-host x86 target, and MetaSchedule tuning into a JSON database. Everything here is specific to
-TVM 0.27 (`tvm.s_tir.meta_schedule`, dict targets, `tvm.compile`); see README, TVM section.
+"""TVM's compiler side (apache-tvm 0.27, whose API moves between minor releases): TVM targets,
+ConvSpec -> TOPI compute -> PrimFunc -> compiled and exported library, and MetaSchedule tuning
+into a JSON database. Everything here is specific to TVM 0.27 (`tvm.s_tir.meta_schedule`, dict
+targets, `tvm.compile`); see README, TVM section. Running a library is runtime.py's job.
 """
 
 from __future__ import annotations
@@ -21,8 +20,8 @@ import tvm.ir.utils
 from tvm import te, topi
 
 from pwbench.errors import UserError
+from pwbench.tvm_bridge import layouts
 from pwbench.workloads.spec import ConvSpec
-from pwbench.targets import Target
 
 VERSION = tvm.__version__
 
@@ -31,35 +30,35 @@ def versions() -> dict:
     return {"tvm": VERSION}
 
 
-def set_threads(threads: int) -> None:
-    """TVM's pool defaults to half the cores on x86; TVM_NUM_THREADS (set by the runner before
-    import) fixes it at start, this call fixes it when the pool is already running."""
-    config = tvm.get_global_func("runtime.config_threadpool", True)
-    if config is not None:
-        config(0, threads)  # affinity mode 0: big cores, as the default
-
-
 # ---- targets ---------------------------------------------------------------------------------
 def host_cpu() -> str:
     """LLVM's name for this CPU (e.g. znver3); 'native' would silently build generic code."""
     return str(tvm.get_global_func("target.llvm_get_system_cpu")())
 
 
-def target_dict(target: Target, threads: int) -> dict:
-    """The TVM target for a pwbench target: the user's full TVM target, else the host CPU with
-    -mcpu from LLVM (so AVX2 / AVX-512 follow the CPU) and num-cores (MetaSchedule needs it)."""
-    if target.tvm:
-        try:
-            given = tvm.target.Target(_parse_target(target.tvm))
-        except Exception as exc:  # TVM raises several types for a bad target
-            raise UserError(f"TVM rejects target {target.tvm!r}: {_first_line(exc)}") from None
-        spec = dict(given.export())
-    elif target.family == "cpu":
-        spec = {"kind": "llvm", "mcpu": host_cpu()}
-    else:
-        raise UserError(f"the TVM backends do not support {target.family} targets yet")
+def cpu_target(given: str | None, threads: int) -> dict:
+    """An LLVM target: the user's full TVM target, else this CPU with -mcpu from LLVM (so AVX2 /
+    AVX-512 follow the CPU), with num-cores (MetaSchedule needs it)."""
+    spec = _checked(given) if given else {"kind": "llvm", "mcpu": host_cpu()}
     spec.setdefault("num-cores", threads)
-    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in spec.items()
+    return spec
+
+
+def cuda_target(given: str | None, arch: str | None) -> dict:
+    """A CUDA target with an llvm host: the user's, else sm_XX of the visible GPU."""
+    spec = _checked(given) if given else {"kind": "cuda", "arch": arch or "sm_90"}
+    spec.setdefault("host", {"kind": "llvm"})
+    return spec
+
+
+def _checked(text: str) -> dict:
+    from pwbench.targets import parse_tvm_target
+
+    try:
+        given = tvm.target.Target(parse_tvm_target(text) or text)
+    except Exception as exc:  # TVM raises several types for a bad target
+        raise UserError(f"TVM rejects target {text!r}: {error_line(exc)}") from None
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dict(given.export()).items()
             if v not in ("", (), [])}
 
 
@@ -68,23 +67,11 @@ def target_string(spec: dict) -> str:
     return json.dumps(spec, sort_keys=True, separators=(",", ":"))
 
 
-def _parse_target(text: str) -> dict | str:
-    try:
-        return json.loads(text)
-    except ValueError:  # 'llvm -mcpu=x' text: TVM 0.27 only accepts dicts or tags
-        kind, *options = text.split()
-        spec = {"kind": kind}
-        for opt in options:
-            key, _, value = opt.lstrip("-").partition("=")
-            spec[key] = value.split(",") if key == "mattr" else value
-        return spec
-
-
 # ---- compute ---------------------------------------------------------------------------------
 def primfunc(spec: ConvSpec) -> tvm.tirx.PrimFunc:
     """TOPI compute definition of the spec's conv, as a PrimFunc with args (input, weight, out)."""
-    x = te.placeholder(_input_shape(spec), spec.dtype, name="x")
-    w = te.placeholder(_weight_shape(spec), spec.dtype, name="w")
+    x = te.placeholder(layouts.input_shape(spec), spec.dtype, name="x")
+    w = te.placeholder(layouts.weight_shape(spec), spec.dtype, name="w")
     args = (spec.stride, spec.padding, spec.dilation)
     nchw = spec.layout == "NCHW"
     if spec.kind == "depthwise":
@@ -99,86 +86,27 @@ def primfunc(spec: ConvSpec) -> tvm.tirx.PrimFunc:
     return te.create_prim_func([x, w, y]).with_attr("global_symbol", "main")
 
 
-def _input_shape(spec: ConvSpec) -> tuple:
-    n, c, h, w = spec.input_shape
-    return (n, c, h, w) if spec.layout == "NCHW" else (n, h, w, c)
-
-
-def _weight_shape(spec: ConvSpec) -> tuple:
-    o, i, kh, kw = spec.weight_shape
-    if spec.kind == "depthwise":  # multiplier m = o / c: (C, m, kh, kw) or HWOI (kh, kw, C, m)
-        c, m = spec.in_channels, o // spec.in_channels
-        return (c, m, kh, kw) if spec.layout == "NCHW" else (kh, kw, c, m)
-    return (o, i, kh, kw) if spec.layout == "NCHW" else (kh, kw, i, o)
-
-
-def _weight_to_tvm(spec: ConvSpec, w: np.ndarray) -> np.ndarray:
-    """Logical OIHW -> the compute's weight layout (depthwise O = C*m, oc = c*m + q as in torch)."""
-    if spec.kind == "depthwise":
-        c, m = spec.in_channels, spec.out_channels // spec.in_channels
-        w = w.reshape(c, m, *spec.kernel_size)
-        return w if spec.layout == "NCHW" else w.transpose(2, 3, 0, 1)
-    return w if spec.layout == "NCHW" else w.transpose(2, 3, 1, 0)
-
-
-def _weight_from_tvm(spec: ConvSpec, w: np.ndarray) -> np.ndarray:
-    if spec.layout == "NHWC":
-        w = w.transpose(2, 3, 0, 1) if spec.kind == "depthwise" else w.transpose(3, 2, 0, 1)
-    return w.reshape(spec.weight_shape)
-
-
 # ---- kernels ---------------------------------------------------------------------------------
-class TvmConv:
-    """A compiled conv over tensors allocated once; calling it runs the kernel, nothing else."""
-
-    sync = None  # the CPU kernel returns when done
-    exact = True  # a direct conv, no Winograd: exact inputs must match bit for bit
-
-    def __init__(self, spec: ConvSpec, executable, target: dict):
-        self.spec = spec
-        self.target_string = target_string(target)
-        dev = tvm.cpu(0)
-        self.fn = executable["main"]
-        self.x = tvm.runtime.empty(_input_shape(spec), spec.dtype, dev)
-        self.w = tvm.runtime.empty(_weight_shape(spec), spec.dtype, dev)
-        out = spec.output_shape
-        out = out if spec.layout == "NCHW" else (out[0], out[2], out[3], out[1])
-        self.y = tvm.runtime.empty(out, spec.dtype, dev)
-
-    def load(self, x: np.ndarray, w: np.ndarray) -> None:
-        self.x.copyfrom(np.ascontiguousarray(_to_layout(self.spec, x)))
-        self.w.copyfrom(np.ascontiguousarray(_weight_to_tvm(self.spec, w)))
-
-    def __call__(self) -> None:
-        self.fn(self.x, self.w, self.y)
-
-    def result(self) -> np.ndarray:
-        return _from_layout(self.spec, self.y.numpy())
-
-    def inputs(self) -> tuple[np.ndarray, np.ndarray]:
-        return _from_layout(self.spec, self.x.numpy()), _weight_from_tvm(self.spec, self.w.numpy())
-
-
-def _to_layout(spec: ConvSpec, a: np.ndarray) -> np.ndarray:
-    return a if spec.layout == "NCHW" else a.transpose(0, 2, 3, 1)
-
-
-def _from_layout(spec: ConvSpec, a: np.ndarray) -> np.ndarray:
-    return a if spec.layout == "NCHW" else np.ascontiguousarray(a.transpose(0, 3, 1, 2))
-
-
-def compile_untuned(spec: ConvSpec, target: dict) -> TvmConv:
+def compile_untuned(spec: ConvSpec, target: dict):
     """The TOPI compute with no schedule: TVM's default lowering gives a serial loop nest
     (one thread, LLVM's auto-vectorisation only). This is what `tvm` without tuning means."""
     mod = tvm.IRModule({"main": primfunc(spec)})
-    return TvmConv(spec, tvm.compile(mod, target=tvm.target.Target(target)), target)
+    return tvm.compile(mod, target=tvm.target.Target(target))
 
 
-def compile_scheduled(spec: ConvSpec, target: dict, schedule) -> TvmConv:
-    return TvmConv(spec, tvm.compile(schedule.mod, target=tvm.target.Target(target)), target)
+def compile_scheduled(target: dict, schedule):
+    return tvm.compile(schedule.mod, target=tvm.target.Target(target))
 
 
-def _first_line(exc: BaseException) -> str:
+def export(executable, path: Path) -> Path:
+    """The compiled kernel as a shared library that TVM's runtime alone can load."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    executable.export_library(str(path))
+    return path
+
+
+def error_line(exc: BaseException) -> str:
+    """The line of a TVM error that says what went wrong (its last), not LLVM's whole log."""
     text = str(exc).strip().splitlines()
     return text[-1] if text else type(exc).__name__
 
@@ -211,7 +139,7 @@ def open_database(directory: Path):
     try:
         return ms.database.JSONDatabase(work_dir=str(directory), module_equality="structural")
     except Exception as exc:  # TVM raises its own error types for a bad file
-        raise UserError(f"tuning database {directory} is corrupted ({_first_line(exc)}); "
+        raise UserError(f"tuning database {directory} is corrupted ({error_line(exc)}); "
                         "delete that directory to tune again") from None
 
 

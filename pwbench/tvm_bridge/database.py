@@ -18,8 +18,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pwbench import env
-from pwbench.targets import peaks
+from pwbench import env, files
 from pwbench.tvm_bridge import compiler
 from pwbench.errors import UserError
 from pwbench.workloads.spec import ConvSpec
@@ -28,12 +27,13 @@ FINGERPRINT, LAYERS = "fingerprint.json", "layers.json"
 
 
 def default_root() -> Path:
-    return peaks.cache_dir() / "tuning"
+    return env.cache_dir() / "tuning"
 
 
-def fingerprint(target: dict) -> dict:
-    return {"target_string": compiler.target_string(target), "tvm": compiler.VERSION,
-            "cpu_model": env.cpu_info()["cpu_model"]}
+def fingerprint(target: dict, hardware: dict) -> dict:
+    """What a database is only valid for: the TVM target string (with its thread count), the TVM
+    version and the hardware's fingerprint facts (CPU model and id, or GPU and driver, or board)."""
+    return {"target_string": compiler.target_string(target), "tvm": compiler.VERSION, **hardware}
 
 
 def database_dir(root: Path, print_: dict) -> Path:
@@ -43,8 +43,9 @@ def database_dir(root: Path, print_: dict) -> Path:
     if (root / FINGERPRINT).exists():
         return root
     digest = hashlib.sha256(json.dumps(print_, sort_keys=True).encode()).hexdigest()[:10]
-    mcpu = json.loads(print_["target_string"]).get("mcpu", "llvm")
-    return root / f"tvm{print_['tvm']}-{mcpu}-{digest}"
+    spec = json.loads(print_["target_string"])
+    name = spec.get("mcpu") or spec.get("arch") or spec.get("kind", "target")
+    return root / f"tvm{print_['tvm']}-{name}-{digest}"
 
 
 @dataclass
@@ -57,9 +58,9 @@ class LayerRecord:
 class Database:
     """One tuning database, opened (and checked) once per run."""
 
-    def __init__(self, root: Path | None, target: dict):
+    def __init__(self, root: Path | None, target: dict, hardware: dict):
         self.target = target
-        self.fingerprint = fingerprint(target)
+        self.fingerprint = fingerprint(target, hardware)
         self.dir = database_dir(root or default_root(), self.fingerprint)
         self._check_fingerprint()
         self.layers = self._read_layers()
@@ -95,8 +96,8 @@ class Database:
         self.layers[spec.id] = record
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
-            _write_json(self.dir / FINGERPRINT, self.fingerprint)
-            _write_json(self.dir / LAYERS, {k: vars(v) for k, v in self.layers.items()})
+            files.write_json(self.dir / FINGERPRINT, self.fingerprint, indent=1)
+            files.write_json(self.dir / LAYERS, {k: vars(v) for k, v in self.layers.items()})
         except OSError as exc:
             raise UserError(f"cannot write the tuning database {self.dir}: "
                             f"{exc.strerror or exc}; give another --tuning-dir") from None
@@ -191,9 +192,3 @@ def _read_json(path: Path):
     except (OSError, ValueError) as exc:
         raise UserError(f"tuning database file {path} is corrupted ({exc}); "
                         "delete that directory to tune again") from None
-
-
-def _write_json(path: Path, data) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    tmp.replace(path)

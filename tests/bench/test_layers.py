@@ -9,6 +9,7 @@ torch backend (each checked against the float64 reference first). Outside the de
 import pytest
 
 from pwbench import targets
+from pwbench.backends.base import Options
 from pwbench.measure import verify
 from pwbench.workloads.spec import ConvSpec
 
@@ -23,14 +24,10 @@ LAYERS = {  # MobileNetV2 / ResNet-50 shapes at batch 1
 }
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    torch_backend.set_threads(1)  # fixed, as pwbench runs are: comparable across machines' cores
-
-
 @pytest.mark.parametrize("spec", LAYERS.values(), ids=LAYERS.keys())
 def test_layer(benchmark, spec):
-    kernel = torch_backend.prepare(spec, targets.resolve("cpu"))
+    # one thread, fixed as pwbench runs are: comparable across machines' cores
+    kernel = torch_backend.Backend(targets.resolve("cpu"), Options(threads=1)).build(spec).make()
     assert verify.check(kernel, spec).verdict == "passed"
     benchmark.extra_info |= {"spec_id": spec.id, "flops": spec.flops, "threads": 1}
     benchmark(kernel)

@@ -9,9 +9,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from pwbench import backends, targets
-from pwbench.measure import runner
-from pwbench.workloads import suites
+from pwbench.units import format_seconds
 
 console = Console()
 if not console.is_terminal:  # logs and CI: do not fold layer names into an 80-column box
@@ -19,50 +17,53 @@ if not console.is_terminal:  # logs and CI: do not fold layer names into an 80-c
 CHECK_STYLE = {"passed": "green", "failed": "bold red", "untrusted": "yellow", "": "red"}
 
 
-def format_seconds(seconds: float) -> str:
-    if seconds is None or math.isnan(seconds):
-        return "-"
-    for unit, scale in (("s", 1), ("ms", 1e-3), ("us", 1e-6)):
-        if seconds >= scale:
-            return f"{seconds / scale:.3g} {unit}"
-    return f"{seconds / 1e-9:.3g} ns"
+def warn(text: str) -> None:
+    console.print(f"[yellow]warning:[/] {escape(text)}")
 
 
-def run_with_progress(plan: runner.Plan):
-    runner.ensure_peaks(plan, lambda: console.print(
-        "measuring this machine's peak FLOP/s and memory bandwidth (a few seconds, once: cached)"))
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=console, transient=False) as progress:
-        task = progress.add_task(f"{plan.suite.name} on {plan.target.name}",
-                                 total=len(plan.specs) * len(plan.modules))
+class RunProgress:
+    """A run's progress bar: the runner's Watcher and the backends' Events."""
 
-        def on_row(row, done, total):
-            progress.update(task, completed=done,
-                            description=f"{plan.suite.name}: {row['layer'][:40]} [{row['backend']}]")
-            if row["noisy"]:
-                progress.console.print(f"[yellow]warning:[/] {_who(row)}: "
-                                       f"IQR is over 10 % of the median; the machine may be busy")
-            if row.get("tuning"):
-                progress.console.print(f"{_who(row)}: {_tuning_note(row)}")
+    def __init__(self):
+        self.bar = self.task = None
 
-        tuned = plan.modules.get("tvm-tuned")
-        if tuned is not None:  # tuning a layer takes a while: show its trials as they finish
-            tuned.on_progress = lambda spec, trials, asked, best_s: progress.update(
-                task, description=f"tuning {spec.label[:40]}: {trials}/{asked} trials, "
-                                  f"best {format_seconds(best_s)}")
-        return runner.execute(plan, on_row)
+    def run(self, plan):
+        from pwbench.measure import runner
+
+        for warning in plan.warnings:
+            warn(warning)
+        runner.ensure_peaks(plan, lambda: console.print(
+            "measuring this machine's peak FLOP/s and memory bandwidth (a few seconds, once: cached)"))
+        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                   TimeElapsedColumn())
+        with Progress(*columns, console=console, transient=False) as self.bar:
+            try:
+                return runner.execute(plan, self)
+            finally:
+                self.bar = None
+
+    def stage(self, text: str, total: int) -> None:
+        if self.bar is not None:
+            self.task = self.bar.add_task(text, total=total)
+            self.stage_text = text
+
+    def step(self, text: str, row: dict | None = None) -> None:
+        if self.bar is not None and self.task is not None:
+            self.bar.update(self.task, advance=1, description=f"{self.stage_text}: {escape(text[:50])}")
+        if row is not None and row.get("error"):
+            self.note(f"{text}: {row['error']}")
+
+    def progress(self, text: str) -> None:
+        if self.bar is not None and self.task is not None:
+            self.bar.update(self.task, description=f"{self.stage_text}: {escape(text[:60])}")
+
+    def note(self, text: str) -> None:
+        (self.bar.console if self.bar is not None else console).print(escape(text))
 
 
-def _who(row: dict) -> str:
+def who(row: dict) -> str:
     """'layer [backend]', escaped: rich would take '[backend]' for a style tag and drop it."""
     return escape(f"{row['layer']} [{row['backend']}]")
-
-
-def _tuning_note(row: dict) -> str:
-    if row["tuning"] == "database":
-        return (f"schedule from the tuning database ({row['tuning_trials']} trials, tuned in "
-                f"{row['tuning_s']:.0f} s earlier), verified before timing")
-    return f"tuned now: {row['tuning_trials']} trials in {row['tuning_s']:.0f} s, saved to the database"
 
 
 def summary(rows: list[dict]) -> None:
@@ -81,7 +82,7 @@ def summary(rows: list[dict]) -> None:
     console.print(table)
     for r in rows:
         if r["error"]:
-            console.print(f"[red]{_who(r)}:[/] {escape(r['error'])}")
+            console.print(f"[red]{who(r)}:[/] {escape(r['error'])}")
     _above_roof_note(rows)
 
 
@@ -98,29 +99,6 @@ def _above_roof_note(rows: list[dict]) -> None:
         console.print(f"[yellow]note:[/] {len(above['memory'])} memory-bound kernel(s) beat the "
                       "DRAM bandwidth roof: their working set fits in cache, so the DRAM roof "
                       "does not bound them")
-
-
-def listing(what: str) -> None:
-    table = Table(title=what, title_justify="left")
-    if what == "suites":
-        for col in ("suite", "layers", "GFLOPs (weighted)", "description"):
-            table.add_column(col)
-        for name in suites.builtin_suites():
-            s = suites.load(name)
-            table.add_row(name, str(len(s.layers)), f"{s.gflops:.2f}", s.description)
-    elif what == "backends":
-        for col in ("backend", "targets", "status", "description"):
-            table.add_column(col)
-        for name, info in backends.REGISTRY.items():
-            reason = backends.unavailable_reason(name)
-            status = "[green]available[/]" if reason is None else f"[red]unavailable:[/] {reason}"
-            table.add_row(name, ", ".join(info.families), status, info.description)
-    else:
-        for col in ("target", "family", "description"):
-            table.add_column(col)
-        for t in targets.TARGETS.values():
-            table.add_row(t.name, t.family, t.description)
-    console.print(table)
 
 
 def peaks_summary(peaks) -> None:

@@ -5,35 +5,40 @@ from __future__ import annotations
 
 import math
 
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
-
-from pwbench import targets
-from pwbench.tvm_bridge import database
-from pwbench.workloads import suites
-from pwbench.errors import UserError
-from pwbench.console import console, format_seconds
+from pwbench.cli.options import add_tuning, add_workload
+from pwbench.units import format_seconds
 
 
-def run(config) -> int:
-    """config: a runner.RunConfig (suite, filter, batch, layout, target, threads, trials, ...)."""
-    target = targets.resolve(config.target)
-    if target.family != "cpu":
-        raise UserError(f"pwbench tune supports CPU targets only, not {target.family}")
-    suite = suites.load(config.suite, batch=config.batch, layout=config.layout)
-    specs = list({s.id: s for s in suites.select(suite.layers, config.filter)}.values())
+def add(sub):
+    tune = sub.add_parser("tune", help="tune a suite's layers for tvm-tuned, without timing them")
+    add_workload(tune, targets="cpu, x86 or a TVM target", threads="threads the tuned kernels will run with")
+    add_tuning(tune)
+    return tune
+
+
+def main(args) -> int:
+    from pwbench import backends, targets
+    from pwbench.cli.console import console
+    from pwbench.errors import UserError
+    from pwbench.workloads import suites
+
+    target = targets.resolve(args.target)
+    target.prepare_process(args.threads)  # the tuner's worker processes inherit TVM_NUM_THREADS
+    backends.backend_class("tvm-tuned", target)  # without TVM: one line, exit 2
+    targets.require_runnable(target)  # candidates are measured on the target
+    suite = suites.load(args.suite, batch=args.batch, layout=args.layout)
+    specs = list({s.id: s for s in suites.select(suite.layers, args.filter)}.values())
     if not specs:
-        raise UserError(f"--filter {config.filter!r} selects none of the "
-                               f"{len(suite.layers)} layers of suite {suite.name}")
-    from pwbench.tvm_bridge import compiler
+        raise UserError(f"--filter {args.filter!r} selects none of the "
+                        f"{len(suite.layers)} layers of suite {suite.name}")
+    from pwbench.tvm_bridge import database
 
-    compiler.set_threads(config.threads)
-    db = database.Database(config.tuning_dir, compiler.target_dict(target, config.threads))
-    budget = database.Budget(config.trials, config.tune_minutes)
+    db = database.Database(args.tuning_dir, target.tvm_target(args.threads), target.fingerprint_facts())
+    budget = database.Budget(args.trials, args.tune_minutes)
     console.print(f"tuning database: {db.dir}")
     outcomes = {}
     try:
-        _tune_all(specs, db, budget, config.threads, outcomes)
+        _tune_all(specs, db, budget, args.threads, outcomes)
     except KeyboardInterrupt:
         console.print("[yellow]interrupted:[/] every finished batch is saved in the database; "
                       "run the same command again to continue")
@@ -44,6 +49,11 @@ def run(config) -> int:
 
 
 def _tune_all(specs, db, budget, threads, outcomes) -> None:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from pwbench.cli.console import console
+    from pwbench.tvm_bridge import database
+
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("trials  best {task.fields[best]}  {task.fields[left]}"),
                TimeElapsedColumn())
@@ -73,6 +83,10 @@ def _left(budget) -> str:
 
 
 def _summary(specs, db, outcomes) -> None:
+    from rich.table import Table
+
+    from pwbench.cli.console import console
+
     table = Table(title=f"tuning database {db.dir}", title_justify="left")
     for col in ("layer", "kind", "trials", "best (tuner)", "tuning time", "this run"):
         table.add_column(col)

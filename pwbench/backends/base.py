@@ -1,0 +1,121 @@
+"""The backend contract: who computes a workload, and how its kernel is timed.
+
+A backend is a class, one per module, made once per run with the run's target, options and an
+event sink (its progress and notes reach the console through `events`, never a module global):
+
+    backend = Backend(target, options, events)
+    built = backend.build(spec)        # in the main process: compile, tune, export; may be slow
+    kernel = built.make()              # in any process (a measuring worker): allocate, load
+    kernel.load(x, w); kernel(); kernel.result()
+
+`build` does every slow and stateful thing once; `Built.make` must be picklable (a module-level
+function and plain arguments, e.g. functools.partial) because kernels are made and measured in
+worker processes. A kernel owns its clock: `kernel.clock.time(number)` returns the seconds that
+`number` back-to-back calls take, waited for completion, as that hardware is best timed (host
+perf_counter blocks, CUDA events, TVM's time_evaluator on a remote board).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, ClassVar, Protocol, runtime_checkable
+
+import numpy as np
+
+from pwbench.workloads.spec import ConvSpec
+
+
+class Clock(Protocol):
+    name: str  # recorded in the row's `clock` column
+
+    def time(self, number: int) -> float:
+        """Seconds for `number` back-to-back calls of the kernel, completed."""
+
+
+@runtime_checkable
+class Kernel(Protocol):
+    clock: Clock
+    exact: bool  # False only for algorithms with inexact transforms (Winograd, FFT, TF32)
+
+    def load(self, x: np.ndarray, w: np.ndarray) -> None:
+        """Copy logical NCHW input / OIHW weight float32 arrays into the kernel's buffers."""
+
+    def __call__(self) -> None:
+        """Run the kernel once (asynchronously where the device is)."""
+
+    def result(self) -> np.ndarray:
+        """The last output as a logical NCHW array (waits for the device)."""
+
+    def inputs(self) -> tuple[np.ndarray, np.ndarray]:
+        """The kernel's current input buffers as logical (NCHW, OIHW) arrays, to catch mutation."""
+
+
+class HostClock:
+    """perf_counter around a block of calls; `sync` waits for queued device work at its end."""
+
+    name = "host"
+
+    def __init__(self, fn: Callable[[], object], sync: Callable[[], object] | None = None):
+        self.fn, self.sync = fn, sync or (lambda: None)
+
+    def time(self, number: int) -> float:
+        fn, clock = self.fn, time.perf_counter
+        start = clock()
+        for _ in range(number):
+            fn()
+        self.sync()
+        return clock() - start
+
+
+@dataclass
+class Built:
+    """What build() returns: a recipe for the kernel, plus what the row and the console get."""
+    make: Callable[[], Kernel]  # picklable
+    clock: str = "host"  # the name of the clock its kernels bring (recorded; part of the key)
+    variant: str = ""  # a choice the backend made that tells two kernels of one shape apart
+    columns: dict = field(default_factory=dict)  # extra columns of this backend's rows
+    curve: list[dict] = field(default_factory=list)  # tuning-curve rows (tuning_curves.csv)
+    notes: list[str] = field(default_factory=list)  # lines for the console, e.g. "tuned now: ..."
+    runtime_env: dict = field(default_factory=dict)  # env vars a measuring process needs
+
+
+@dataclass(frozen=True)
+class Options:
+    """Run options a backend may use."""
+    threads: int = 1
+    work_dir: Path | None = None  # where build() may write files for the run (exported libraries)
+    trials: int = 64  # tvm-tuned: MetaSchedule trials per layer
+    tune_minutes: float | None = None  # tvm-tuned: tuning budget for the whole suite
+    tuning_dir: Path | None = None  # tvm-tuned: tuning database root or one database
+
+
+class Events(Protocol):
+    def progress(self, text: str) -> None:
+        """A transient status line (e.g. tuning trials so far)."""
+
+    def note(self, text: str) -> None:
+        """A line worth keeping in the console log."""
+
+
+class NoEvents:
+    def progress(self, text: str) -> None:
+        pass
+
+    def note(self, text: str) -> None:
+        pass
+
+
+class Backend(Protocol):
+    name: ClassVar[str]
+
+    def __init__(self, target, options: Options, events: Events) -> None:
+        """Check everything that can fail before the first layer (a bad TVM target, a foreign
+        tuning database) and raise UserError with one line."""
+
+    def versions(self) -> dict:
+        """The library versions it measures, for the run metadata."""
+
+    def build(self, spec: ConvSpec) -> Built:
+        ...

@@ -1,0 +1,20 @@
+"""`pwbench env`: the environment and hardware a run on a target records."""
+
+from __future__ import annotations
+
+import json
+import os
+
+
+def add(sub):
+    env = sub.add_parser("env", help="print the environment metadata a run records")
+    env.add_argument("--target", default="cpu", help="whose hardware facts to show (default: cpu)")
+    return env
+
+
+def main(args) -> int:
+    from pwbench import env, targets
+
+    target = targets.resolve(args.target)
+    print(json.dumps(env.collect(os.cpu_count() or 1) | target.facts(), indent=2, default=str))
+    return 0

@@ -1,0 +1,64 @@
+"""What a target is: the hardware kernels are built for and run on, and everything pwbench needs to
+know about it. Other modules ask the target; none of them branches on what kind of target it is.
+
+A target says
+- whether kernels can be *built* here (`build_problem`) and *run* here (`run_problem`): a CUDA GPU's
+  kernels compile on a machine without one; an ARM board's cross-compile and run over RPC;
+- what the hardware is (`facts`, for the run metadata) and which of those facts decide whether two
+  timings are comparable (`fingerprint_facts`);
+- its TVM target (`tvm_target`) and its PyTorch device (`torch_device`, None when torch cannot run
+  there);
+- how to measure its peaks (`measure_peaks`) and how to make its caches cold (`evict`);
+- how a process that measures on it is set up (`prepare_process`: thread counts, before any
+  library starts its thread pool).
+"""
+
+from __future__ import annotations
+
+import os
+
+
+class Target:
+    name: str = ""  # what the user typed: "cpu", "cuda", or a TVM target given in full
+    description: str = ""
+    torch_device: str | None = None  # None: PyTorch does not run kernels on this target
+    stacks: frozenset = frozenset()  # the software stacks that can target it: "torch", "tvm"
+    emulated: bool = False  # timings are meaningless (an emulator), numerics still count
+    where: str = "this machine"  # where kernels run, in words
+
+    def tvm_target(self, threads: int) -> dict | None:
+        """The TVM target (a dict, as TVM 0.27 wants it), or None when TVM cannot build for it."""
+        return None
+
+    def build_problem(self) -> str | None:
+        """Why kernels cannot be built here, or None when they can."""
+        return None
+
+    def run_problem(self) -> str | None:
+        """Why kernels cannot run here, or None when they can."""
+        return None
+
+    def facts(self) -> dict:
+        """The hardware, for the run metadata: flat keys (cpu_model, cores, gpu, ...) and one
+        `hardware` line a person reads."""
+        return {}
+
+    def fingerprint_facts(self) -> dict:
+        """The facts that decide whether two timings are comparable."""
+        return {}
+
+    def measure_peaks(self, threads: int):
+        """Peak FLOP/s and bytes/s measured on this target (a targets.peaks.Peaks)."""
+        raise NotImplementedError(f"target {self.name}: peaks cannot be measured")
+
+    def eviction_bytes(self) -> int:
+        """Bytes to stream through to evict every cache level (at least twice the largest)."""
+        return 0
+
+    def evict(self) -> None:
+        """Make the caches cold before a sample (not timed)."""
+
+    def prepare_process(self, threads: int) -> None:
+        """Before any library starts a thread pool: the one thread count every backend uses."""
+        for var in ("OMP_NUM_THREADS", "TVM_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ[var] = str(threads)

@@ -1,0 +1,124 @@
+"""The host CPU: kernels are built and run on this machine, in worker processes it starts.
+
+Facts come from py-cpuinfo (brand, family/model/stepping, flags) and Linux sysfs (cache sizes):
+"AMD EPYC" alone names Zen 1 to Zen 5 alike, so family, model and the vector extensions are part
+of the fingerprint, and the CPU is never assumed."""
+
+from __future__ import annotations
+
+import functools
+import os
+import platform
+from pathlib import Path
+
+from pwbench.targets.base import Target
+
+# CPU features that decide which kernels a library or compiler can use
+FLAGS_OF_INTEREST = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl",
+                     "avx512_vnni", "avx512_bf16", "amx_tile", "asimd", "sve", "sve2")
+MIN_WORKING_SET = 256 << 20  # STREAM arrays: well above any last-level cache
+
+
+@functools.cache
+def cpu_facts() -> dict:
+    """This machine's CPU, read once per process."""
+    try:
+        import cpuinfo
+
+        info = cpuinfo.get_cpu_info()
+    except Exception:  # py-cpuinfo missing or confused by an unusual CPU: keep what platform says
+        info = {}
+    flags = set(info.get("flags", ()))
+    model = info.get("brand_raw") or platform.processor() or platform.machine()
+    ident = [f"{k} {info[k]}" for k in ("family", "model", "stepping") if k in info]
+    return {"cpu_model": model, "cpu_id": ", ".join(ident), "cpu_flags": [
+                f for f in FLAGS_OF_INTEREST if f in flags or f.replace("_", "") in flags],
+            "cores": os.cpu_count(), "machine": platform.machine(),
+            "llc_bytes": last_level_cache_bytes()}
+
+
+def last_level_cache_bytes() -> int:
+    """Total size of the last-level cache over all its instances (Linux sysfs), 32 MiB if unknown."""
+    seen, best_level, total = set(), 0, 0
+    for index in Path("/sys/devices/system/cpu").glob("cpu[0-9]*/cache/index[0-9]*"):
+        try:
+            level = int((index / "level").read_text())
+            shared = (index / "shared_cpu_list").read_text().strip()
+            size = _parse_size((index / "size").read_text().strip())
+        except (OSError, ValueError):
+            continue
+        if level > best_level:
+            seen, best_level, total = set(), level, 0
+        if level == best_level and shared not in seen:
+            seen.add(shared)
+            total += size
+    return total or 32 << 20
+
+
+def _parse_size(text: str) -> int:
+    scale = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(text[-1:].upper(), 1)
+    return int(text.rstrip("KMGkmg")) * scale
+
+
+def memory_bytes() -> int | None:
+    """Physical memory of this machine, None when unknown."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+class HostCPU(Target):
+    torch_device = "cpu"
+    stacks = frozenset({"torch", "tvm"})
+
+    def __init__(self, name: str = "cpu", tvm_given: str | None = None,
+                 description: str = "the host CPU (x86 or ARM): PyTorch and TVM, built and run here"):
+        self.name, self.description, self.tvm_given = name, description, tvm_given
+        self._evict_buffer = None
+
+    def tvm_target(self, threads: int) -> dict:
+        from pwbench.tvm_bridge import compiler  # LLVM names this CPU; TVM only when asked
+
+        return compiler.cpu_target(self.tvm_given, threads)
+
+    def facts(self) -> dict:
+        f = cpu_facts()
+        vectors = next((v for v in ("avx512f", "avx2", "sve", "asimd") if v in f["cpu_flags"]), "")
+        line = f"{f['cpu_model']} ({f['cpu_id']}), {f['cores']} cores, {vectors or 'no SIMD flags'}"
+        return {**f, "hardware": line}
+
+    def fingerprint_facts(self) -> dict:
+        f = cpu_facts()
+        return {k: f[k] for k in ("cpu_model", "cpu_id", "cpu_flags", "cores", "machine")}
+
+    def measure_peaks(self, threads: int):
+        from pwbench.targets import peak_kernels, peaks
+
+        notes = _load_note()
+        flags = cpu_facts()["cpu_flags"]
+        flops = peak_kernels.gemm("cpu", threads, notes) | peak_kernels.fma(threads, flags, notes)
+        working_set = max(4 * last_level_cache_bytes(), MIN_WORKING_SET)
+        working_set = min(working_set, (memory_bytes() or working_set * 4) // 4)
+        nbytes = peak_kernels.bandwidth("cpu", threads, working_set, notes)
+        bound = peaks.physical_flops_bound(flags, cpu_facts()["cores"])
+        return peaks.from_candidates(self, threads, flops, nbytes, notes, bound)
+
+    def eviction_bytes(self) -> int:
+        return 2 * last_level_cache_bytes()
+
+    def evict(self) -> None:
+        """Stream a buffer of twice the last-level cache through every level (read and write),
+        which pushes the kernel's operands out of L1, L2 and L3."""
+        import numpy as np
+
+        if self._evict_buffer is None:
+            self._evict_buffer = np.zeros(self.eviction_bytes() // 4, np.float32)
+        np.add(self._evict_buffer, 1.0, out=self._evict_buffer)
+
+
+def _load_note() -> list[str]:
+    if not hasattr(os, "getloadavg"):
+        return []
+    return [f"1-minute load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores when "
+            "measured"]
