@@ -194,3 +194,42 @@ def test_real_planted_slowdown_is_caught_and_named(real):
     assert rows["dw"]["verdict"] == "slower" and rows["dw"]["ratio"] > 1.5
     warnings = json.loads(proc.stdout)["warnings"]
     assert not any("environments differ" in w for w in warnings)  # the slow backend's is the same
+
+
+# ---- between-process spread ----------------------------------------------------------------------
+
+def _verdicts(tmp_path, seeds, pooled_only: bool):
+    """Verdicts of A/A pairs whose processes differ by a random offset (5 %, as seen between
+    processes on a shared VM) over tight within-process noise (1 %), with no real change."""
+    from pwbench.store import results
+
+    found = []
+    for seed in seeds:
+        runs = [write_run(tmp_path / f"{side}{seed}", {}, seed=2 * seed + i, n=30, noise=0.01,
+                          processes=3, process_sd=0.05) for i, side in enumerate("ab")]
+        frames = [results.load_run(r).records for r in runs]
+        if pooled_only:  # as if every sample came from one process
+            frames = [f.drop(columns=["samples_process"]) for f in frames]
+        found += [r.verdict for r in compare.compare_records(*frames, 0.05).rows]
+    return found
+
+
+def test_between_process_spread_widens_the_interval_instead_of_crying_wolf(tmp_path):
+    seeds = range(12)
+    assert "slower" not in _verdicts(tmp_path / "procs", seeds, pooled_only=False)
+    # the same samples, seen as one process per side: the tight interval calls changes that are not
+    assert "slower" in _verdicts(tmp_path / "pooled", seeds, pooled_only=True)
+
+
+def test_one_process_per_side_says_its_interval_lacks_the_between_process_spread(base, tmp_path):
+    result = json.loads(pwbench("compare", base, write_run(tmp_path / "new", {}, seed=2),
+                                "--format", "json").stdout)
+    assert all("between-process spread not in the interval" in r["note"] for r in result["rows"])
+
+
+def test_a_run_cut_short_is_said(base, tmp_path):
+    new = write_run(tmp_path / "new", {}, seed=2)
+    meta = json.loads((new / "meta.json").read_text()) | {"status": "running"}
+    (new / "meta.json").write_text(json.dumps(meta))
+    proc = pwbench("compare", base, new)
+    assert proc.returncode == 0 and "was cut short" in proc.stdout, proc.stdout

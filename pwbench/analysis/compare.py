@@ -89,29 +89,59 @@ def shift(base, new) -> Shift:
     return Shift(ratio, float(np.exp(lo)), float(np.exp(hi)), math.erfc(max(z, 0.0) / math.sqrt(2)))
 
 
-def process_shift(base: np.ndarray, new: np.ndarray) -> Shift | None:
-    """Welch's t interval (at CONFIDENCE) of the mean log ratio of per-process medians; None when
-    a side has fewer than two processes or no spread at all to estimate from."""
+@dataclass(frozen=True)
+class Spread:
+    """Variance of log per-process medians and its degrees of freedom."""
+    var: float
+    df: int
+
+
+def spread(medians: np.ndarray) -> Spread | None:
+    logs = np.log(medians)
+    return Spread(float(logs.var(ddof=1)), logs.size - 1) if logs.size >= 2 else None
+
+
+def pooled_spread(spreads) -> Spread | None:
+    """The between-process variance of a whole run: every kernel's, weighted by its degrees of
+    freedom. A run's processes share the machine states that cause the spread, so this estimate
+    (tens of degrees of freedom) guards each kernel's own (two, with three processes), which is
+    sometimes small by chance, against a confident false verdict."""
+    spreads = [s for s in spreads if s is not None]
+    df = sum(s.df for s in spreads)
+    return Spread(sum(s.var * s.df for s in spreads) / df, df) if df else None
+
+
+def process_shift(base: Side, new: Side) -> Shift | None:
+    """Welch's t interval (at CONFIDENCE) of the mean log ratio of per-process medians, each
+    side's variance the larger of the kernel's own and its run's pooled one; None when a side has
+    fewer than two processes or no spread at all to estimate from."""
     from scipy import stats
 
-    b, n = np.log(base), np.log(new)
+    b, n = np.log(base.process_medians), np.log(new.process_medians)
     if min(b.size, n.size) < 2:
         return None
-    vb, vn = b.var(ddof=1) / b.size, n.var(ddof=1) / n.size
+    (vb, db), (vn, dn) = _variance(base), _variance(new)
+    vb, vn = vb / b.size, vn / n.size
     se = math.sqrt(vb + vn)
     if se == 0:
         return None
-    df = (vb + vn) ** 2 / (vb ** 2 / (b.size - 1) + vn ** 2 / (n.size - 1))
+    df = (vb + vn) ** 2 / (vb ** 2 / db + vn ** 2 / dn)
     diff, half = n.mean() - b.mean(), stats.t.ppf(0.5 + CONFIDENCE / 2, df) * se
     p_value = 2 * stats.t.sf(abs(diff) / se, df)
     return Shift(math.exp(diff), math.exp(diff - half), math.exp(diff + half), float(p_value),
                  "processes")
 
 
+def _variance(side: Side) -> tuple[float, int]:
+    own = spread(side.process_medians)
+    run = side.run_spread
+    return (run.var, run.df) if run is not None and run.var > own.var else (own.var, own.df)
+
+
 def combined_shift(base: Side, new: Side) -> Shift:
     """The within-process interval, widened to the between-process one when both exist."""
     within = shift(base.samples, new.samples)
-    between = process_shift(base.process_medians, new.process_medians)
+    between = process_shift(base, new)
     if between is None:
         return within
     return Shift(within.ratio, min(within.low, between.low), max(within.high, between.high),
@@ -141,6 +171,7 @@ class Side:
     median_s: float
     check: str
     error: str
+    run_spread: Spread | None = None  # pooled over every kernel of its run(s)
 
 
 def sides(records: pd.DataFrame) -> dict[tuple, Side]:
@@ -163,6 +194,9 @@ def sides(records: pd.DataFrame) -> dict[tuple, Side]:
         out[key] = Side(list(dict.fromkeys(map(str, group["layer"]))), pooled, np.asarray(medians),
                         float(np.median(pooled)) if pooled.size else math.nan,
                         _worst_check(checks), next((str(e) for e in group["error"] if e), ""))
+    run = pooled_spread(spread(side.process_medians) for side in out.values())
+    for side in out.values():
+        side.run_spread = run
     return out
 
 

@@ -9,6 +9,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from pwbench import samples
 from pwbench.units import format_seconds
 
 console = Console()
@@ -69,21 +70,31 @@ def who(row: dict) -> str:
 def summary(rows: list[dict]) -> None:
     table = Table(title="pwbench results", title_justify="left")
     for col, justify in (("layer", "left"), ("kind", "left"), ("backend", "left"),
-                         ("median", "right"), ("IQR", "right"), ("GFLOP/s", "right"),
-                         ("% of roof", "right"), ("check", "left")):
+                         ("median", "right"), ("IQR", "right"), ("processes", "right"),
+                         ("GFLOP/s", "right"), ("% of roof", "right"), ("check", "left")):
         table.add_column(col, justify=justify, overflow="fold")
     for r in rows:
         check = r["check"] or "not run"
         gflops = "-" if math.isnan(r["gflops"]) else f"{r['gflops']:.1f}"
         roof = r.get("pct_of_roof", math.nan)
         table.add_row(r["layer"], r["kind"], r["backend"], format_seconds(r["median_s"]),
-                      format_seconds(r["iqr_s"]), gflops, "-" if math.isnan(roof) else f"{roof:.0f} %",
+                      format_seconds(r["iqr_s"]), _processes(r), gflops,
+                      "-" if math.isnan(roof) else f"{roof:.0f} %",
                       f"[{CHECK_STYLE[r['check']]}]{check}[/]")
     console.print(table)
     for r in rows:
         if r["error"]:
             console.print(f"[red]{who(r)}:[/] {escape(r['error'])}")
     _above_roof_note(rows)
+
+
+def _processes(row: dict) -> str:
+    """How many processes measured the kernel, and how far apart their medians were."""
+    n = row.get("n_processes", 0)
+    if n < 2:
+        return str(n)
+    medians = samples.process_medians(row["samples_s"], row["samples_process"])
+    return f"{n}, spread {100 * (medians.max() / medians.min() - 1):.0f} %"
 
 
 def _above_roof_note(rows: list[dict]) -> None:
