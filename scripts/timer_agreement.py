@@ -38,7 +38,7 @@ print(f"{'layer':34} {'kind':10} {'pwbench':>11} {'blocked_autorange':>18} {'rat
 for name in chosen:
     spec = layers[name]
     kernel = torch_backend.Backend(CPU, Options(threads=args.threads)).build(spec).make()
-    kernel.load(*verify.random_inputs(spec))
+    kernel.load(*spec.example_inputs("random", 1))
     ours, theirs = [], []
     for _ in range(args.rounds):
         ours.append(timing.measure(kernel.clock, budget).median_s)

@@ -105,9 +105,9 @@ def test_mostly_zero_outputs_are_untrusted():
 
 def test_exact_inputs_are_exact_in_fp32():
     spec = ConvSpec(1, 512, 8, 6, 6, 3, padding=1)
-    x, w = verify.exact_inputs(spec)
+    x, w = spec.example_inputs("exact", 0)
     assert set(np.unique(x)) <= set(range(-3, 4)) and np.mean(x == 0) > 0.25
-    ref = verify.reference(spec, x, w)
+    ref = spec.reference(x, w)
     assert np.abs(ref).max() * 1 < 2**24 and np.array_equal(ref, np.round(ref))
 
 
@@ -115,7 +115,7 @@ def test_reference_matches_float64_torch():
     import torch
 
     spec = ConvSpec(2, 6, 9, 13, 8, (3, 2), stride=(2, 1), padding=(1, 2), dilation=(2, 1), groups=3)
-    x, w = verify.random_inputs(spec)
+    x, w = spec.example_inputs("random", 1)
     expected = torch.nn.functional.conv2d(torch.from_numpy(x).double(), torch.from_numpy(w).double(),
                                           None, spec.stride, spec.padding, spec.dilation, spec.groups)
-    np.testing.assert_allclose(verify.reference(spec, x, w), expected.numpy(), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(spec.reference(x, w), expected.numpy(), rtol=0, atol=1e-12)

@@ -27,6 +27,11 @@ import numpy as np
 from pwbench.workloads.spec import ConvSpec
 
 
+class Unsupported(Exception):
+    """build() raises this for a workload the backend does not compute (a block, for a backend
+    of single convs): the run records a `skipped` row saying so and goes on."""
+
+
 class Clock(Protocol):
     name: str  # recorded in the row's `clock` column
 

@@ -1,5 +1,5 @@
 """PyTorch baseline: torch.nn.functional.conv2d, NCHW or channels_last (the spec's NHWC), on the
-target's torch device (oneDNN on a CPU, cuDNN on a GPU)."""
+target's torch device (oneDNN on a CPU, cuDNN on a GPU); a block as its torch module, eager."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from pwbench.backends.base import Built, HostClock, NoEvents, Options
+from pwbench.workloads.blocks import Block
 from pwbench.workloads.spec import ConvSpec
 
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -54,6 +55,33 @@ class TorchConv:
         return (self.x.float().cpu().contiguous().numpy(), self.w.float().cpu().contiguous().numpy())
 
 
+class TorchBlock(TorchConv):
+    """A block (workloads/blocks.py) as its eager torch module, its weights fixed by the block."""
+
+    def __init__(self, block, device: str, threads: int):
+        from pwbench.workloads.torch_models import BlockModule
+
+        torch.set_num_threads(threads)
+        self.spec, self.device = block, torch.device(device)
+        self.memory_format = torch.channels_last if block.layout == "NHWC" else torch.contiguous_format
+        dtype = _DTYPES[block.dtype]
+        self.module = BlockModule(block).to(self.device, dtype, memory_format=self.memory_format).eval()
+        self.x = torch.zeros(block.input_shape, dtype=dtype, device=self.device).to(
+            memory_format=self.memory_format)
+        self.out = None
+        self.clock = HostClock(self, torch.cuda.synchronize if self.device.type == "cuda" else None)
+
+    def load(self, x: np.ndarray) -> None:
+        self.x.copy_(torch.from_numpy(x))
+
+    def __call__(self) -> None:
+        with torch.inference_mode():
+            self.out = self.module(self.x)
+
+    def inputs(self) -> tuple[np.ndarray]:
+        return (self.x.float().cpu().contiguous().numpy(),)
+
+
 class Backend:
     name = "torch"
 
@@ -66,5 +94,6 @@ class Backend:
             info |= {"cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version()}
         return info
 
-    def build(self, spec: ConvSpec) -> Built:
-        return Built(functools.partial(TorchConv, spec, self.device, self.threads))
+    def build(self, workload) -> Built:
+        kernel = TorchBlock if isinstance(workload, Block) else TorchConv
+        return Built(functools.partial(kernel, workload, self.device, self.threads))

@@ -7,7 +7,7 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
-from pwbench.backends.base import Built, NoEvents, Options
+from pwbench.backends.base import Built, NoEvents, Options, Unsupported
 from pwbench.tvm_bridge import compiler, runtime
 from pwbench.workloads.spec import ConvSpec
 
@@ -23,8 +23,15 @@ class Backend:
         return compiler.versions() | {"tvm_target": compiler.target_string(self.target)}
 
     def build(self, spec: ConvSpec) -> Built:
+        single_convs_only(spec, self.name)
         executable = compiler.compile_untuned(spec, self.target)
         return exported(spec, executable, self.target, self.name, self.options)
+
+
+def single_convs_only(workload, backend: str) -> None:
+    if not isinstance(workload, ConvSpec):
+        raise Unsupported(f"{backend} builds single convs (TOPI computes); a {workload.kind} block "
+                          "runs on torch, onnxruntime or tvm-relax")
 
 
 def exported(spec: ConvSpec, executable, target: dict, backend: str, options: Options,

@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 
 from pwbench.backends.base import Built, NoEvents, Options
-from pwbench.backends.tvm_backend import exported
+from pwbench.backends.tvm_backend import exported, single_convs_only
 from pwbench.tvm_bridge import compiler, database
 from pwbench.units import format_seconds
 from pwbench.workloads.spec import ConvSpec
@@ -29,6 +29,7 @@ class Backend:
                                       "tuning_database": str(self.db.dir)}
 
     def build(self, spec: ConvSpec) -> Built:
+        single_convs_only(spec, self.name)
         def progress(trials, best_s):
             best = format_seconds(best_s if best_s < math.inf else math.nan)
             self.events.progress(f"tuning {spec.label[:40]}: {trials}/{self.budget.trials} trials, "

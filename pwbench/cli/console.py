@@ -15,7 +15,8 @@ from pwbench.units import format_seconds
 console = Console()
 if not console.is_terminal:  # logs and CI: do not fold layer names into an 80-column box
     console.width = 160
-CHECK_STYLE = {"passed": "green", "failed": "bold red", "untrusted": "yellow", "": "red"}
+CHECK_STYLE = {"passed": "green", "failed": "bold red", "untrusted": "yellow", "skipped": "dim",
+               "": "red"}
 
 
 def warn(text: str) -> None:
@@ -84,7 +85,8 @@ def summary(rows: list[dict]) -> None:
     console.print(table)
     for r in rows:
         if r["error"]:
-            console.print(f"[red]{who(r)}:[/] {escape(r['error'])}")
+            style = "dim" if r["check"] == "skipped" else "red"
+            console.print(f"[{style}]{who(r)}:[/] {escape(r['error'])}")
     _above_roof_note(rows)
 
 

@@ -64,7 +64,7 @@ def main(args) -> int:
         from pwbench import report
 
         print(f"report: {report.build([writer.dir], writer.dir / 'report').index}")
-    failed = sum(not results.was_timed(r) for r in writer.rows)  # failed checks are never timed
+    failed = sum(results.failed(r) for r in writer.rows)  # failed checks are never timed
     if failed:
         print(f"pwbench: {failed} kernel(s) failed their check or could not run (see the error column)",
               file=sys.stderr)

@@ -18,7 +18,7 @@ from typing import Protocol
 
 from pwbench import backends, env, samples, targets
 from pwbench.analysis import roofline
-from pwbench.backends.base import Built, NoEvents, Options
+from pwbench.backends.base import Built, NoEvents, Options, Unsupported
 from pwbench.errors import UserError
 from pwbench.measure import timing, verify, workers
 from pwbench.store import results
@@ -127,7 +127,7 @@ def _check_memory(specs: list[ConvSpec]) -> None:
     if not available:
         return
     for spec in {s.id: s for s in specs}.values():
-        need = 2 * spec.bytes + verify.reference_bytes(spec)
+        need = 2 * spec.bytes + spec.reference_bytes
         if need > 0.8 * available:
             raise UserError(f"layer {spec.label} needs about {need / 1e9:.1f} GB (its buffers and "
                             f"float64 references), more than this machine's {available / 1e9:.1f} "
@@ -203,6 +203,12 @@ def _build_all(p: Plan, writer, watch) -> tuple[list[workers.Job], dict]:
                 built = backend.build(spec)
             except (KeyboardInterrupt, UserError):
                 raise
+            except Unsupported as exc:  # not this backend's kind of workload: said, not failed
+                line = _line(spec, name, None, p) | {"check": "skipped", "error": str(exc)}
+                for layer in _layers(p, spec.id):
+                    writer.add(line | layer.describe())
+                watch.step(f"{spec.label} [{name}]")
+                continue
             except Exception as exc:  # one broken kernel must not lose the rest of the sweep
                 line = _line(spec, name, None, p) | {"error": workers.describe_error(exc)}
                 for layer in _layers(p, spec.id):

@@ -67,7 +67,7 @@ def roofline_chart(run: Run, stem: Path) -> list[Path]:
     _plain_log_ticks(ax.yaxis)
     ax.grid(True, which="major", alpha=0.3)
     ax.grid(True, which="minor", alpha=0.08)
-    _kind_backend_legend(ax, sorted(set(rec["kind"]), key=list(KIND_COLOURS).index), markers)
+    _kind_backend_legend(ax, sorted(set(rec["kind"]), key=_kind_order), markers)
     return save(fig, stem)
 
 
@@ -94,6 +94,12 @@ def _screen_angle(ax, x0: float, x1: float, gb_per_s: float) -> float:
 
 def _short(method: str) -> str:
     return method.split(" (")[0] if method.startswith("STREAM") else method.split(",")[0].split(" fp32")[0]
+
+
+def _kind_order(kind: str) -> tuple:
+    """Layer kinds in KIND_COLOURS order, then blocks by name."""
+    order = list(KIND_COLOURS)
+    return (order.index(kind), "") if kind in order else (len(order), kind)
 
 
 def _kind_backend_legend(ax, kinds, markers: dict) -> None:

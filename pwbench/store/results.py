@@ -44,6 +44,12 @@ def default_dir(suite: str, target: str) -> Path:
     return Path("results") / f"{stamp}_{suite}_{safe_target}"
 
 
+def failed(row) -> bool:
+    """A kernel that should have a time and has none: its check failed, or it could not be
+    built, made or run (a `skipped` workload is not the backend's kind: not a failure)."""
+    return not was_timed(row) and row["check"] != "skipped"
+
+
 def was_timed(row) -> bool:
     """The one test of whether a row holds a time: its check let it be timed and it was."""
     median = row["median_s"]
@@ -56,7 +62,7 @@ def gflops(flops: int, seconds: float) -> float:
 
 # ---- pooling the processes of one kernel -------------------------------------------------------
 
-_WORST_FIRST = ("failed", "", "untrusted", "passed")
+_WORST_FIRST = ("failed", "", "untrusted", "passed", "skipped")
 _LINE_KEYS = {"layer", "spec_id", "backend", "target", "check", "error", "flops", "samples_s"}
 
 

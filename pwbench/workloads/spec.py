@@ -1,5 +1,10 @@
 """ConvSpec: one 2-D convolution workload and everything derived from its shape.
 
+A workload (this, or a block of several convs: workloads/blocks.py) says what it computes: an id,
+the columns of its rows (`describe`), FLOPs, bytes, its example inputs and its float64 reference
+with the bound a correct kernel stays within. The runner, verifier, records and reports speak
+of workloads, never of a conv's fields.
+
 Conventions (also in README):
 - MACs count every kernel tap, including taps that land on zero padding, as
   ``torch.utils.flop_counter`` does; FLOPs = 2 * MACs. No bias, no activation.
@@ -55,6 +60,9 @@ class ConvSpec:
     count: int = 1  # how many times the layer occurs in its network
     pair: str = ""  # groups layers compared in a "factored vs full" study
     side: str = ""  # "factored" or "full" within a pair
+    part_of: str = ""  # the block (by name) this conv is one layer of, measured alone
+
+    exact_check = True  # a single conv has exact-by-construction inputs
 
     def __post_init__(self):
         for field in ("kernel_size", "stride", "padding", "dilation"):
@@ -168,6 +176,45 @@ class ConvSpec:
     def label(self) -> str:
         return self.name or self.id
 
+    # ---- inputs, reference, bound (the workload contract) --------------------------------
+    def example_inputs(self, check: str, seed: int) -> tuple:
+        """(input, weight), logical NCHW / OIHW float32: `exact` or `random` (workloads/reference.py)."""
+        import numpy as np
+
+        from pwbench.workloads import reference
+
+        rng = np.random.default_rng(seed)
+        draw = reference.exact_values if check == "exact" else reference.random_values
+        return draw(rng, self.input_shape), draw(rng, self.weight_shape)
+
+    def reference(self, x, w):
+        from pwbench.workloads import reference
+
+        return reference.conv2d(self, x, w)
+
+    def error_bound(self, x, w):
+        """Per output element: gamma_K * (|x| conv |w|), what any fp32 summation order stays in."""
+        import numpy as np
+
+        from pwbench.workloads import reference
+
+        u = reference.UNIT_ROUNDOFF[self.dtype]
+        return reference.gamma(self.reduction_length, u) * reference.conv2d(self, np.abs(x), np.abs(w))
+
+    def inexact_tolerance(self) -> float:
+        """On exact inputs, for a kernel that transforms inexactly (Winograd, FFT): the rounding
+        bound of a reduction over values up to 3 x 3."""
+        from pwbench.workloads import reference
+
+        k = self.reduction_length
+        return reference.gamma(k, reference.UNIT_ROUNDOFF[self.dtype]) * 9 * k
+
+    @property
+    def reference_bytes(self) -> int:
+        from pwbench.workloads import reference
+
+        return reference.conv_bytes(self) + 3 * 8 * _prod(self.output_shape)
+
     def replace(self, **changes) -> ConvSpec:
         return dataclasses.replace(self, **changes)
 
@@ -180,7 +227,7 @@ class ConvSpec:
             "kernel_size": pair_text(self.kernel_size), "stride": pair_text(self.stride),
             "padding": pair_text(self.padding), "dilation": pair_text(self.dilation),
             "groups": self.groups, "dtype": self.dtype, "layout": self.layout,
-            "count": self.count, "pair": self.pair, "side": self.side,
+            "count": self.count, "pair": self.pair, "side": self.side, "part_of": self.part_of,
             "params": self.params, "flops": self.flops, "bytes": self.bytes,
             "intensity": self.intensity,
         }

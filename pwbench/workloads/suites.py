@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pwbench.errors import UserError
+from pwbench.workloads.blocks import Block
 from pwbench.workloads.spec import ConvSpec, as_pair, pair_text
 
 SUITES_DIR = Path(__file__).resolve().parents[2] / "suites"
@@ -67,22 +68,24 @@ def load(name_or_path: str = DEFAULT_SUITE, **overrides) -> Suite:
         raise UserError(f"{path}: [suite] may only set description, {', '.join(sorted(_SUITE_DEFAULTS))}")
     defaults = {k: head[k] for k in _SUITE_DEFAULTS if k in head}
     defaults.update({k: v for k, v in overrides.items() if v is not None})
-    unknown_top = set(data) - {"suite", "layer", "sweep"}
+    unknown_top = set(data) - {"suite", "layer", "sweep", "block"}
     if unknown_top:
-        raise UserError(f"{path}: unknown table(s) {sorted(unknown_top)}; use [suite], [[layer]], [[sweep]]")
+        raise UserError(f"{path}: unknown table(s) {sorted(unknown_top)}; use [suite], [[layer]], "
+                        "[[sweep]], [[block]]")
     specs = []
-    for table in ("layer", "sweep"):
+    makers = {"layer": lambda e: [_make_spec(e, defaults, overrides)],
+              "sweep": lambda e: [_make_spec(f, defaults, overrides) for f in _expand_sweep(e)],
+              "block": lambda e: _make_block(e, defaults, overrides)}
+    for table, make in makers.items():
         lines = _header_lines(text, table)
         for i, entry in enumerate(data.get(table, [])):
             where = f"{path}:{lines[i] if i < len(lines) else '?'} ([[{table}]] #{i + 1})"
-            expand = _expand_sweep if table == "sweep" else lambda e: [e]
             try:
-                for fields in expand(entry):
-                    specs.append(_make_spec(fields, defaults, overrides))
+                specs += make(entry)
             except UserError as exc:
                 raise UserError(f"{where}: {exc}") from None
     if not specs:
-        raise UserError(f"{path}: no [[layer]] or [[sweep]] entries")
+        raise UserError(f"{path}: no [[layer]], [[sweep]] or [[block]] entries")
     return Suite(path.stem, head.get("description", ""), path, tuple(specs))
 
 
@@ -134,7 +137,40 @@ def _make_spec(fields: dict, defaults: dict, overrides: dict) -> ConvSpec:
     return ConvSpec(**f)
 
 
-def select(specs, expr: str | None) -> list[ConvSpec]:
+_BLOCK_FIELDS = {"kind", "name", "in_channels", "out_channels", "mid_channels", "kernel_size",
+                 "stride", "expand", "reduction", "batch", "height", "width", "size", "dtype",
+                 "layout", "count", "seed", "layers", "replaces"}
+
+
+def _make_block(fields: dict, defaults: dict, overrides: dict) -> list:
+    """A block, then (unless layers = false) each of its convs alone, then (with replaces = true)
+    the full conv it stands in for, paired with it for the seeds' comparison."""
+    unknown = set(fields) - _BLOCK_FIELDS
+    if unknown:
+        raise UserError(f"unknown block field(s) {sorted(unknown)}; allowed: {sorted(_BLOCK_FIELDS)}")
+    f = {**defaults, **fields}
+    f.update({k: v for k, v in overrides.items() if v is not None})
+    if "size" in f:
+        size = f.pop("size")
+        f.setdefault("height", size)
+        f.setdefault("width", size)
+    for required in ("kind", "in_channels", "out_channels", "height", "width"):
+        if required not in f:
+            raise UserError(f"missing field {required!r}")
+    with_layers, replaces = f.pop("layers", True), f.pop("replaces", False)
+    f.setdefault("batch", 1)
+    if replaces:
+        f |= {"pair": f.get("name") or "", "side": "factored"}
+    try:
+        block = Block(**f)
+    except TypeError as exc:  # a field of the wrong kind of value
+        raise UserError(str(exc)) from None
+    if replaces and not block.name:
+        raise UserError("a block with replaces = true needs a name (it pairs by name)")
+    return [block, *(block.layers() if with_layers else []), *([block.replaces()] if replaces else [])]
+
+
+def select(specs, expr: str | None) -> list:
     """Keep the layers for which a pandas query over their columns is true, e.g.
     ``kind == 'depthwise' and stride == '2'`` (pairs are strings: '3', '1x7') or ``layer.str.contains('conv1')``."""
     specs = list(specs)
