@@ -36,6 +36,16 @@ def git_commit() -> str:
     return f"{commit}-dirty" if commit and dirty else commit
 
 
+# Environment variables that change how the libraries' thread pools behave: OpenMP's wait policy
+# alone moves a 2-thread torch conv by 10x on a loaded 2-core VM (scripts/thread_study.py).
+THREAD_ENV_PREFIXES = ("OMP_", "GOMP_", "KMP_", "MKL_", "OPENBLAS_", "TVM_NUM_THREADS", "ONEDNN_",
+                       "DNNL_")
+
+
+def thread_env() -> dict:
+    return {k: v for k, v in sorted(os.environ.items()) if k.startswith(THREAD_ENV_PREFIXES)}
+
+
 def collect(threads: int) -> dict:
     return {
         "pwbench": pwbench.__version__,
@@ -43,6 +53,7 @@ def collect(threads: int) -> dict:
         "platform": platform.platform(),
         "hostname": platform.node(),
         "threads": threads,
+        "thread_env": thread_env(),
         "load_average": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,  # a busy machine?
         "git_commit": git_commit(),
         "utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),

@@ -58,7 +58,8 @@ CONFIDENCE = 0.80  # two-sided; each bound is a one-sided 90 % bound
 Z_ONE_SIDED = 1.2815515655446004  # standard normal quantile at 0.90
 REGRESSIONS = ("slower", "failed")
 # What a regression gate must look at when the environments differ (the commit is expected to)
-ENV_KEYS = ("cpu_model", "cpu_flags", "cores", "machine", "threads", "target", "python", "hostname")
+ENV_KEYS = ("cpu_model", "cpu_id", "cpu_flags", "cores", "machine", "gpu", "gpu_driver", "threads",
+            "thread_env", "target", "cache", "python", "hostname")
 
 
 @dataclass
@@ -299,8 +300,8 @@ def compare_records(base: pd.DataFrame, new: pd.DataFrame, threshold: float,
 
 def env_differences(base: dict, new: dict) -> list[str]:
     """What differs between two runs' environments, in words ('threads 1 -> 2')."""
-    diffs = [f"{k} {_short(base.get(k))} -> {_short(new.get(k))}"
-             for k in ENV_KEYS if base.get(k) != new.get(k)]
+    diffs = [f"{k} {_short(base.get(k))} -> {_short(new.get(k))}"  # keys older runs lack: skipped
+             for k in ENV_KEYS if k in base and k in new and base[k] != new[k]]
     bv, nv = base.get("versions") or {}, new.get("versions") or {}
     diffs += [f"{lib} {bv.get(lib, 'absent')} -> {nv.get(lib, 'absent')}"
               for lib in dict.fromkeys([*bv, *nv]) if bv.get(lib) != nv.get(lib)]
