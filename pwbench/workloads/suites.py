@@ -113,22 +113,33 @@ def _expand_sweep(entry: dict) -> list[dict]:
     return out
 
 
-def _make_spec(fields: dict, defaults: dict, overrides: dict) -> ConvSpec:
-    unknown = set(fields) - _SPEC_FIELDS - _SHORTCUTS
+def _merged(fields: dict, allowed: set, defaults: dict, overrides: dict, what: str = "") -> dict:
+    """An entry's fields over the suite's defaults, under the command line's overrides, with
+    `size` expanded to height and width."""
+    unknown = set(fields) - allowed
     if unknown:
-        raise UserError(f"unknown field(s) {sorted(unknown)}; allowed: {sorted(_SPEC_FIELDS | _SHORTCUTS)}")
+        raise UserError(f"unknown {what}field(s) {sorted(unknown)}; allowed: {sorted(allowed)}")
     f = {**defaults, **fields}
     f.update({k: v for k, v in overrides.items() if v is not None})
     if "size" in f:
         size = f.pop("size")
         f.setdefault("height", size)
         f.setdefault("width", size)
+    return f
+
+
+def _require(f: dict, names) -> None:
+    for name in names:
+        if name not in f:
+            raise UserError(f"missing field {name!r}")
+
+
+def _make_spec(fields: dict, defaults: dict, overrides: dict) -> ConvSpec:
+    f = _merged(fields, _SPEC_FIELDS | _SHORTCUTS, defaults, overrides)
     if f.pop("depthwise", False):
         f.setdefault("out_channels", f.get("in_channels"))
         f["groups"] = f.get("in_channels")
-    for required in ("in_channels", "out_channels", "height", "width"):
-        if required not in f:
-            raise UserError(f"missing field {required!r}")
+    _require(f, ("in_channels", "out_channels", "height", "width"))
     if f.get("padding") == "half":  # keeps the spatial size at stride 1
         (kh, kw) = as_pair(f.get("kernel_size", 1), "kernel_size")
         (dh, dw) = as_pair(f.get("dilation", 1), "dilation")
@@ -145,18 +156,8 @@ _BLOCK_FIELDS = {"kind", "name", "in_channels", "out_channels", "mid_channels", 
 def _make_block(fields: dict, defaults: dict, overrides: dict) -> list:
     """A block, then (unless layers = false) each of its convs alone, then (with replaces = true)
     the full conv it stands in for, paired with it for the seeds' comparison."""
-    unknown = set(fields) - _BLOCK_FIELDS
-    if unknown:
-        raise UserError(f"unknown block field(s) {sorted(unknown)}; allowed: {sorted(_BLOCK_FIELDS)}")
-    f = {**defaults, **fields}
-    f.update({k: v for k, v in overrides.items() if v is not None})
-    if "size" in f:
-        size = f.pop("size")
-        f.setdefault("height", size)
-        f.setdefault("width", size)
-    for required in ("kind", "in_channels", "out_channels", "height", "width"):
-        if required not in f:
-            raise UserError(f"missing field {required!r}")
+    f = _merged(fields, _BLOCK_FIELDS, defaults, overrides, "block ")
+    _require(f, ("kind", "in_channels", "out_channels", "height", "width"))
     with_layers, replaces = f.pop("layers", True), f.pop("replaces", False)
     f.setdefault("batch", 1)
     if replaces:
