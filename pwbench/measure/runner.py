@@ -218,7 +218,8 @@ def _build_all(p: Plan, writer, watch) -> tuple[list[workers.Job], dict]:
             writer.add_curve(built.curve)
             for note in built.notes:
                 watch.note(f"{spec.label} [{name}]: {note}")
-            jobs.append(workers.Job((spec.id, name), spec, built.make, "", built.runtime_env))
+            jobs.append(workers.Job((spec.id, name), spec, built.make, "", built.runtime_env,
+                                    built.clock))
             lines[(spec.id, name)] = _line(spec, name, built, p)
             watch.step(f"{spec.label} [{name}]")
     return jobs, lines

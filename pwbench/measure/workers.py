@@ -35,6 +35,7 @@ class Job:
     make: Callable  # Built.make: picklable
     expected: str  # path of the saved verify.Expected
     env: dict  # environment the kernel's runtime needs, set before anything is unpickled
+    clock: str = "host"  # the clock its rows will say timed it (Built.clock)
 
 
 @dataclass
@@ -48,7 +49,6 @@ class Outcome:
     error: str = ""
     samples_s: list | None = None
     number: int = 0
-    clock: str = ""
 
 
 @dataclass(frozen=True)
@@ -159,8 +159,11 @@ def _measure_one(job: Job, settings: Settings, evict) -> Outcome:
         outcome.max_abs_err, outcome.max_rel_err = check.max_abs_err, check.max_rel_err
         if check.verdict == "failed":  # a wrong kernel is never timed
             return outcome
+        if kernel.clock.name != job.clock:  # the row would name the wrong clock
+            raise RuntimeError(f"the kernel brought clock {kernel.clock.name!r}, its backend "
+                               f"said {job.clock!r}")
         m = timing.measure(kernel.clock, settings.budget, evict)
-        outcome.samples_s, outcome.number, outcome.clock = m.samples_s, m.number, m.clock
+        outcome.samples_s, outcome.number = m.samples_s, m.number
     except Exception as exc:  # one broken kernel must not lose the rest of the round
         outcome.error = describe_error(exc)
     return outcome
