@@ -86,6 +86,11 @@ def summary(rows: list[dict]) -> None:
         if r["error"]:
             console.print(f"[red]{who(r)}:[/] {escape(r['error'])}")
     _above_roof_note(rows)
+    throttled = [r for r in rows if r.get("throttled")]
+    if throttled:
+        console.print(f"[yellow]note:[/] {len(throttled)} kernel(s) were timed while the GPU's "
+                      "clocks dropped or were held down (the throttled and gpu_slowdown columns): "
+                      "their times are not steady-state")
 
 
 def _processes(row: dict) -> str:
@@ -110,6 +115,44 @@ def _above_roof_note(rows: list[dict]) -> None:
         console.print(f"[yellow]note:[/] {len(above['memory'])} memory-bound kernel(s) beat the "
                       "DRAM bandwidth roof: their working set fits in cache, so the DRAM roof "
                       "does not bound them")
+
+
+def resources_summary(frame, title: str) -> None:
+    """A kernel resource table (store/bundle.py's resource_table): one row per device function."""
+    table = Table(title=title, title_justify="left")
+    for header, justify in (("layer", "left"), ("backend", "left"), ("kernel", "left"),
+                            ("rule", "left"), ("grid", "left"), ("block", "left"),
+                            ("regs", "right"), ("smem B", "right"), ("spill st/ld B", "right"),
+                            ("local B", "right"), ("blocks/SM", "right"), ("occupancy", "right"),
+                            ("limited by", "left"), ("build s", "right"), ("nvcc s", "right")):
+        table.add_column(header, justify=justify, no_wrap=True,
+                         max_width=40 if header == "layer" else None, overflow="ellipsis")
+    for r in frame.to_dict("records"):
+        if r.get("error"):
+            continue
+        smem = _num(r.get("shared_bytes"))
+        if _num(r.get("dynamic_shared_bytes")) not in ("-", "0"):
+            smem += f"+{_num(r['dynamic_shared_bytes'])} dyn"
+        local = sum(v for v in (r.get("stack_bytes"), r.get("local_bytes")) if _real(v))
+        table.add_row(escape(r["layer"]), r["backend"] + (f" {r['variant']}" if r.get("variant") else ""),
+                      str(r.get("kernel") or "-"), str(r.get("dlight_rule") or "-"),
+                      str(r.get("grid") or "-"), str(r.get("block") or "-"), _num(r.get("registers")),
+                      smem, f"{_num(r.get('spill_store_bytes'))}/{_num(r.get('spill_load_bytes'))}",
+                      f"{local:.0f}", _num(r.get("blocks_per_sm")), _num(r.get("occupancy"), "{:.2f}"),
+                      str(r.get("limited_by") or "-"), _num(r.get("build_s"), "{:.2f}"),
+                      _num(r.get("nvcc_s"), "{:.2f}"))
+    console.print(table)
+    for r in frame.to_dict("records"):
+        if r.get("error"):
+            console.print(f"[red]{escape(r['layer'])} [{escape(r['backend'])}]:[/] {escape(r['error'])}")
+
+
+def _real(value) -> bool:
+    return value is not None and not (isinstance(value, float) and math.isnan(value))
+
+
+def _num(value, fmt: str = "{:.0f}") -> str:
+    return fmt.format(value) if _real(value) else "-"
 
 
 def peaks_summary(peaks) -> None:
