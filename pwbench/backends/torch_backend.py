@@ -50,8 +50,7 @@ class TorchConv:
             torch.cuda.synchronize()
             kernels = cuda_kernels(self)
             self.columns["cudnn_kernels"] = "; ".join(kernels) if kernels else "unknown"
-            self.exact = bool(kernels) and not any(
-                k in name.lower() for name in kernels for k in INEXACT_KERNELS)
+            self.exact = algorithm_exact(kernels)
         else:
             self.clock = HostClock(self)
 
@@ -70,6 +69,12 @@ class TorchConv:
 
     def inputs(self) -> tuple[np.ndarray, np.ndarray]:
         return (self.x.float().cpu().contiguous().numpy(), self.w.float().cpu().contiguous().numpy())
+
+
+def algorithm_exact(kernels: list[str]) -> bool:
+    """Whether the kernels that ran compute a direct conv (exact on exact inputs): not when any
+    is a Winograd or FFT kernel, nor when none could be seen."""
+    return bool(kernels) and not any(k in name.lower() for name in kernels for k in INEXACT_KERNELS)
 
 
 def cuda_kernels(call) -> list[str]:

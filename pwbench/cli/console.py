@@ -118,30 +118,32 @@ def _above_roof_note(rows: list[dict]) -> None:
 
 
 def resources_summary(frame, title: str) -> None:
-    """A kernel resource table (store/bundle.py's resource_table): one row per device function."""
+    """A kernel resource table (store/bundle.py's resource_table): one row per device function;
+    the device function's name only when some conv has several."""
+    rows = [r for r in frame.to_dict("records") if not r.get("error")]
+    several = any(r.get("kernel") not in (None, "main_kernel") for r in rows)
     table = Table(title=title, title_justify="left")
-    for header, justify in (("layer", "left"), ("backend", "left"), ("kernel", "left"),
-                            ("rule", "left"), ("grid", "left"), ("block", "left"),
-                            ("regs", "right"), ("smem B", "right"), ("spill st/ld B", "right"),
-                            ("local B", "right"), ("blocks/SM", "right"), ("occupancy", "right"),
-                            ("limited by", "left"), ("build s", "right"), ("nvcc s", "right")):
-        table.add_column(header, justify=justify, no_wrap=True,
-                         max_width=40 if header == "layer" else None, overflow="ellipsis")
-    for r in frame.to_dict("records"):
-        if r.get("error"):
-            continue
+    headers = ["layer", "backend", *(["kernel"] if several else []), "rule", "grid", "block",
+               "regs", "smem B", "spill st/ld B", "local B", "blocks/SM", "occupancy",
+               "limited by", "build s", "nvcc s"]
+    for header in headers:
+        table.add_column(header, no_wrap=True, justify="left" if header in (
+            "layer", "backend", "kernel", "rule", "grid", "block", "limited by") else "right")
+    for r in rows:
         smem = _num(r.get("shared_bytes"))
         if _num(r.get("dynamic_shared_bytes")) not in ("-", "0"):
             smem += f"+{_num(r['dynamic_shared_bytes'])} dyn"
         local = sum(v for v in (r.get("stack_bytes"), r.get("local_bytes")) if _real(v))
-        table.add_row(escape(r["layer"]), r["backend"] + (f" {r['variant']}" if r.get("variant") else ""),
-                      str(r.get("kernel") or "-"), str(r.get("dlight_rule") or "-"),
-                      str(r.get("grid") or "-"), str(r.get("block") or "-"), _num(r.get("registers")),
-                      smem, f"{_num(r.get('spill_store_bytes'))}/{_num(r.get('spill_load_bytes'))}",
-                      f"{local:.0f}", _num(r.get("blocks_per_sm")), _num(r.get("occupancy"), "{:.2f}"),
-                      str(r.get("limited_by") or "-"), _num(r.get("build_s"), "{:.2f}"),
-                      _num(r.get("nvcc_s"), "{:.2f}"))
-    console.print(table)
+        cells = [escape(r["layer"]), r["backend"] + (f" {r['variant']}" if r.get("variant") else ""),
+                 *([str(r.get("kernel") or "-")] if several else []), str(r.get("dlight_rule") or "-"),
+                 str(r.get("grid") or "-"), str(r.get("block") or "-"), _num(r.get("registers")),
+                 smem, f"{_num(r.get('spill_store_bytes'))}/{_num(r.get('spill_load_bytes'))}",
+                 f"{local:.0f}", _num(r.get("blocks_per_sm")), _num(r.get("occupancy"), "{:.2f}"),
+                 str(r.get("limited_by") or "-"), _num(r.get("build_s"), "{:.2f}"),
+                 _num(r.get("nvcc_s"), "{:.2f}")]
+        table.add_row(*cells)
+    # a log or CI has no width to fit: print the table whole rather than folded or cut
+    console.print(table, width=None if console.is_terminal else 400)
     for r in frame.to_dict("records"):
         if r.get("error"):
             console.print(f"[red]{escape(r['layer'])} [{escape(r['backend'])}]:[/] {escape(r['error'])}")
