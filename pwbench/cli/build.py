@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 
@@ -51,7 +52,7 @@ def main(args) -> int:
             raise UserError(f"backend {name} is not built ahead of time (its library picks its "
                             "kernels where it runs); 'pwbench run --kernels DIR' runs it there")
     key = target.kernel_key()
-    work = args.output / "_".join(str(v) for v in key.values()) if key else args.output
+    work = args.output / re.sub(r"[^A-Za-z0-9._]+", "-", "_".join(map(str, key.values())))
     options = Options(threads=args.threads, work_dir=work, tuning_dir=args.tuning_dir)
     made = {name: backends.backend_class(name, target)(target, options) for name in names}
     kernels, texts, seconds = _build_all(layers, made, args.output)
@@ -128,8 +129,9 @@ def _report(kit, seconds) -> None:
     from pwbench.store import bundle
 
     table = bundle.resource_table(kit)
-    console.resources_summary(table, f"kernel resources ({kit.built_for.get('arch', '')}, "
-                                     f"{kit.dir / bundle.RESOURCES})")
+    if table["registers"].notna().any():  # GPU kernels: what each one uses on an SM
+        console.resources_summary(table, f"kernel resources ({kit.built_for.get('arch', '')}, "
+                                         f"{kit.dir / bundle.RESOURCES})")
     built = [k for k in kit.kernels if not k.error]
     size = sum(f.stat().st_size for f in kit.dir.rglob("*") if f.is_file())
     per_kernel = sorted(seconds)
@@ -138,5 +140,5 @@ def _report(kit, seconds) -> None:
         f"{size / 2**20:.2f} MiB); build seconds per kernel: median "
         f"{per_kernel[len(per_kernel) // 2]:.2f} s, max {per_kernel[-1]:.2f} s, total "
         f"{sum(per_kernel):.1f} s", highlight=False)
-    console.console.print(f"run it on the GPU machine: pwbench run --target {kit.meta['target']} "
+    console.console.print(f"run it where the target is: pwbench run --target {kit.meta['target']} "
                           f"--kernels {kit.dir}", highlight=False)
