@@ -1,14 +1,15 @@
 """A runtime-only TVM (and pwbench) for a GPU machine that only runs kernel bundles.
 
-    python scripts/make_tvm_runtime.py --out rt312                 # cp312 wheels from PyPI (pip download)
-    python scripts/make_tvm_runtime.py --out rt311 --from-installed   # copy this interpreter's TVM
+    python scripts/make_tvm_runtime.py --out rt312                  # cp312 wheels (pip download)
+    python scripts/make_tvm_runtime.py --out rt311 --from-installed # this interpreter's TVM
     python scripts/make_tvm_runtime.py --out rt312 --with-numpy --no-tar
 
 Writes OUT/site/ (tvm without its compiler, tvm_ffi, typing_extensions, pwbench; numpy with
 --with-numpy) and OUT.tar.xz next to it. On the GPU machine (Python of the wheels' version, an
 NVIDIA driver for CUDA 13, torch with CUDA, pandas, pyarrow, rich, nvidia-ml-py):
 
-    tar xf rt312.tar.xz && PYTHONPATH=$PWD/rt312/site python3 -m pwbench run --target cuda --kernels BUNDLE
+    tar xf rt312.tar.xz
+    PYTHONPATH=$PWD/rt312/site python3 -m pwbench run --target cuda --kernels BUNDLE
 
 Dropped, since that machine never compiles: tvm/lib/libtvm_compiler.so (253 MB: LLVM and every
 pass), tvm/3rdparty (CUTLASS headers), tvm/src, tvm/include, tvm/web, CMake files, tvm_ffi's

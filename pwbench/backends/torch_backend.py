@@ -98,7 +98,8 @@ class Backend:
         self.device, self.threads = target.torch_device, options.threads
         self.gpu = torch.device(self.device).type == "cuda"
         # TF32 exists from compute capability 8.0 (Ampere); the main process sees the GPU here
-        self.tf32 = self.gpu and torch.cuda.is_available() and torch.cuda.get_device_capability() >= (8, 0)
+        self.tf32 = (self.gpu and torch.cuda.is_available()
+                     and torch.cuda.get_device_capability() >= (8, 0))
 
     def versions(self) -> dict:
         info = {"torch": torch.__version__, "torch_mkldnn": torch.backends.mkldnn.is_available()}

@@ -143,7 +143,7 @@ def resources_summary(frame, title: str) -> None:
                  _num(r.get("nvcc_s"), "{:.2f}")]
         table.add_row(*cells)
     # a log or CI has no width to fit: print the table whole rather than folded or cut
-    console.print(table, width=None if console.is_terminal else 400)
+    (console if console.is_terminal else Console(width=1000)).print(table)
     for r in frame.to_dict("records"):
         if r.get("error"):
             console.print(f"[red]{escape(r['layer'])} [{escape(r['backend'])}]:[/] {escape(r['error'])}")

@@ -165,7 +165,8 @@ def _measure_one(job: Job, settings: Settings, target) -> Outcome:
         if check.verdict == "failed":  # a wrong kernel is never timed
             return outcome
         before = {}
-        m = timing.measure(kernel.clock, budget, evict, warmed=lambda: before.update(target.conditions()))
+        m = timing.measure(kernel.clock, budget, evict,
+                           warmed=lambda: before.update(target.conditions()))
         outcome.columns |= target.condition_columns(before, target.conditions())
         outcome.samples_s, outcome.number, outcome.clock = m.samples_s, m.number, m.clock
     except Exception as exc:  # one broken kernel must not lose the rest of the round

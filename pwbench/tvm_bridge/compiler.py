@@ -29,9 +29,9 @@ VERSION = tvm.__version__
 def versions(target: dict | None = None) -> dict:
     """TVM's version, and for a GPU target the CUDA toolkit that compiles its kernels."""
     if target is not None and is_gpu(target):
-        from pwbench.tvm_bridge import cuda
+        from pwbench.targets.cuda import toolkit_version
 
-        return {"tvm": VERSION, "cuda_toolkit": cuda.nvcc_version()}
+        return {"tvm": VERSION, "cuda_toolkit": toolkit_version()}
     return {"tvm": VERSION}
 
 

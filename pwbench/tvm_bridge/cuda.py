@@ -84,14 +84,6 @@ def enable() -> str:
     return driver
 
 
-@functools.cache
-def nvcc_version() -> str:
-    """The CUDA toolkit release nvcc reports, e.g. '13.0.88'."""
-    out = subprocess.run(["nvcc", "--version"], capture_output=True, text=True).stdout
-    m = re.search(r"V(\d+\.\d+\.\d+)", out)
-    return m.group(1) if m else "unknown"
-
-
 def compile_dlight(func, target: dict):
     """DLight's default GPU rules: the first that schedules `func` and compiles."""
     from pwbench.tvm_bridge.compiler import Compiled

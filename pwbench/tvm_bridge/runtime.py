@@ -125,7 +125,8 @@ def enable_cuda() -> None:
     except OSError as exc:
         if "libcudart" not in str(exc) or not _load_cudart():
             raise RuntimeError(f"TVM's CUDA runtime does not load ({exc}): it needs the NVIDIA "
-                               "driver (libcuda.so.1) and the CUDA 13 runtime (libcudart.so.13)") from None
+                               "driver (libcuda.so.1) and the CUDA 13 runtime (libcudart.so.13)"
+                               ) from None
         ctypes.CDLL(str(library), mode=ctypes.RTLD_GLOBAL)
     if not tvm.runtime.enabled("cuda"):
         raise RuntimeError(f"{library} loaded but registered no CUDA device API")
