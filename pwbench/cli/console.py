@@ -135,7 +135,8 @@ def resources_summary(frame, title: str) -> None:
             smem += f"+{_num(r['dynamic_shared_bytes'])} dyn"
         local = sum(v for v in (r.get("stack_bytes"), r.get("local_bytes")) if _real(v))
         cells = [escape(r["layer"]), r["backend"] + (f" {r['variant']}" if r.get("variant") else ""),
-                 *([str(r.get("kernel") or "-")] if several else []), str(r.get("dlight_rule") or "-"),
+                 *([str(r.get("kernel") or "-")] if several else []),
+                 str(r.get("dlight_rule") or "-") + _tensor_cores(r),
                  str(r.get("grid") or "-"), str(r.get("block") or "-"), _num(r.get("registers")),
                  smem, f"{_num(r.get('spill_store_bytes'))}/{_num(r.get('spill_load_bytes'))}",
                  f"{local:.0f}", _num(r.get("blocks_per_sm")), _num(r.get("occupancy"), "{:.2f}"),
@@ -147,6 +148,10 @@ def resources_summary(frame, title: str) -> None:
     for r in frame.to_dict("records"):
         if r.get("error"):
             console.print(f"[red]{escape(r['layer'])} [{escape(r['backend'])}]:[/] {escape(r['error'])}")
+
+
+def _tensor_cores(row) -> str:
+    return " (tensor cores)" if row.get("tensor_cores") in (True,) else ""  # NaN: not a GPU kernel
 
 
 def _real(value) -> bool:

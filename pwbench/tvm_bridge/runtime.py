@@ -101,6 +101,9 @@ def load_kernel(spec: ConvSpec, library: str, device: str, threads: int):
     """The kernel in an exported library, on this machine's CPU (with `threads` threads) or its
     first GPU."""
     if device == "cuda":
+        import torch  # first: its CUDA wheels bring libcudart.so.13, which TVM's CUDA library needs
+
+        torch.cuda.init()
         enable_cuda()
         return TvmCudaConv(spec, tvm.runtime.load_module(str(Path(library)))["main"])
     return load_cpu_kernel(spec, library, threads)
