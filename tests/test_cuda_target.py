@@ -108,7 +108,8 @@ class Emulated:
     exact = True
 
     def __init__(self, spec, accumulate="float32", truncate_tf32=False, compute=""):
-        self.spec, self.accumulate, self.truncate, self.compute = spec, accumulate, truncate_tf32, compute
+        self.spec, self.accumulate = spec, accumulate
+        self.truncate, self.compute = truncate_tf32, compute
 
     def load(self, x, w):
         self.x, self.w = verify.round_to(self.spec.dtype, x), verify.round_to(self.spec.dtype, w)

@@ -26,7 +26,10 @@ def main(args) -> int:
     target = targets.resolve(args.target)
     target.prepare_process(args.threads)  # the tuner's worker processes inherit TVM_NUM_THREADS
     backends.backend_class("tvm-tuned", target)  # without TVM: one line, exit 2
-    targets.require_runnable(target)  # candidates are measured on the target
+    problem = target.run_problem()  # candidates are measured on the target
+    if problem:
+        raise UserError(f"cannot tune here (MetaSchedule measures every candidate on the "
+                        f"target): {problem}")
     suite = suites.load(args.suite, batch=args.batch, layout=args.layout, dtype=args.dtype)
     specs = list({s.id: s for s in suites.select(suite.layers, args.filter)}.values())
     if not specs:
