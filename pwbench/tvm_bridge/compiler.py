@@ -49,10 +49,17 @@ def cpu_target(given: str | None, threads: int) -> dict:
     return spec
 
 
+CUDA_LIMITS = {"max_threads_per_block": 1024, "max_shared_memory_per_block": 49152,
+               "registers_per_block": 65536}  # every NVIDIA GPU since sm_70, as TVM's tags say
+
+
 def cuda_target(given: str | None, arch: str | None) -> dict:
-    """A CUDA target with an llvm host: the user's, else sm_XX of the visible GPU."""
+    """A CUDA target with an llvm host: the user's, else sm_XX of the visible GPU, with the
+    per-block limits MetaSchedule needs (a device-less target has none: TVM's tags add them)."""
     spec = _checked(given) if given else {"kind": "cuda", "arch": arch or "sm_90"}
     spec.setdefault("host", {"kind": "llvm"})
+    for key, value in CUDA_LIMITS.items():
+        spec.setdefault(key, value)
     return spec
 
 
