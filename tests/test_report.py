@@ -322,3 +322,23 @@ def test_table_times_keep_three_significant_digits(seconds, text):
     from pwbench.units import format_seconds
 
     assert format_seconds(seconds) == text
+
+
+def test_a_run_from_a_kernel_bundle_shows_its_resources_and_throttled_kernels(tmp_path):
+    from runs_helper import META, row
+    from pwbench.store import results
+
+    gpu = {"dlight_rule": "Matmul", "cuda_arch": "sm_90", "grid": "98x1x1", "block": "8x16x1",
+           "registers": 64, "shared_bytes": 6912, "spill_bytes": 0, "local_bytes": 0,
+           "blocks_per_sm": 8, "occupancy": 0.5, "build_s": 1.2, "kernel_bundle": "kernels/b"}
+    writer = results.RunWriter(tmp_path / "run", META | {"target": "cuda",
+                                                         "kernel_bundle": "kernels/b"})
+    writer.add(row("pw", [1e-5] * 5) | {"process": 0, "throttled": False})
+    writer.add(row("pw", [1e-5] * 5) | {"backend": "tvm", "process": 0, "throttled": True} | gpu)
+    writer.finish()
+    built = report.build([tmp_path / "run"], tmp_path / "out")
+    table = pd.read_csv(next((tmp_path / "out" / "tables").glob("resources_*.csv")))
+    assert list(table["backend"]) == ["tvm"] and table.loc[0, "registers"] == 64
+    page = built.index.read_text()
+    assert "Kernel resources" in page and "from kernel bundle kernels/b" in page
+    assert "1 kernel(s) were timed while the GPU&#x27;s clocks dropped" in page and "pw [tvm]" in page

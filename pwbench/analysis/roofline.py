@@ -3,7 +3,8 @@
 A layer with F FLOPs and B minimal bytes takes at least max(F / peak FLOP/s, B / peak bytes/s):
 below the ridge intensity (peak FLOP/s / peak bytes/s) memory bounds it, above it compute does.
 pct_of_roof = 100 * roofline_s / median_s is how close the measured time comes to that bound.
-Peaks are fp32; rows of another dtype get NaN rather than a bound from the wrong roof.
+Peaks are fp32, plus the roofs measured for other dtypes (a GPU's fp16 / bf16 tensor-core GEMM);
+rows of a dtype without a measured roof get NaN rather than a bound from the wrong roof.
 """
 
 from __future__ import annotations
@@ -27,11 +28,12 @@ def attainable_flops_per_s(intensity, flops_per_s: float, bytes_per_s: float):
 
 def row_columns(flops: float, nbytes: float, dtype: str, median_s: float, peaks) -> dict:
     """roofline_s, pct_of_roof and bound for one record (NaN / '' when there is no bound)."""
-    if peaks is None or dtype != peaks.dtype:
+    compute = peaks.flops_for(dtype) if peaks is not None else None
+    if not compute:
         return {"roofline_s": math.nan, "pct_of_roof": math.nan, "bound": ""}
-    roof = bound_s(flops, nbytes, peaks.flops_per_s, peaks.bytes_per_s)
+    roof = bound_s(flops, nbytes, compute, peaks.bytes_per_s)
     pct = 100.0 * roof / median_s if median_s and not math.isnan(median_s) else math.nan
-    bound = "memory" if flops / nbytes < peaks.ridge else "compute"
+    bound = "memory" if flops / nbytes < compute / peaks.bytes_per_s else "compute"
     return {"roofline_s": roof, "pct_of_roof": pct, "bound": bound}
 
 

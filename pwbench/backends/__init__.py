@@ -58,3 +58,10 @@ def backend_class(name: str, target):
         raise UserError(f"backend {name} is unavailable: {reason}")
     module, _, cls = info.module.partition(":")
     return getattr(importlib.import_module(module), cls or "Backend")
+
+
+def from_bundle(kit, name: str, target, options, events):
+    """The backend that runs a kernel bundle's kernels of backend `name` (built elsewhere)."""
+    from pwbench.backends import bundle_backend
+
+    return bundle_backend.Backend(target, options, events, kit=kit, name=name)

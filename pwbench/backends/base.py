@@ -5,6 +5,7 @@ event sink (its progress and notes reach the console through `events`, never a m
 
     backend = Backend(target, options, events)
     built = backend.build(spec)        # in the main process: compile, tune, export; may be slow
+                                       # (a list of Built: several variants of one shape)
     kernel = built.make()              # in any process (a measuring worker): allocate, load
     kernel.load(x, w); kernel(); kernel.result()
 
@@ -42,7 +43,10 @@ class Clock(Protocol):
 @runtime_checkable
 class Kernel(Protocol):
     clock: Clock
-    exact: bool  # False only for algorithms with inexact transforms (Winograd, FFT, TF32)
+    exact: bool  # False only for algorithms with inexact transforms (Winograd, FFT)
+    # optional: `compute = "tf32"` when products are formed from TF32-rounded inputs (the random
+    # check's tolerance, measure/verify.py); `columns`, a dict of row columns the kernel found out
+    # where it runs (e.g. which cuDNN kernels ran), sent back with each process's line
 
     def load(self, x: np.ndarray, w: np.ndarray) -> None:
         """Copy logical NCHW input / OIHW weight float32 arrays into the kernel's buffers."""
@@ -55,6 +59,28 @@ class Kernel(Protocol):
 
     def inputs(self) -> tuple[np.ndarray, np.ndarray]:
         """The kernel's current input buffers as logical (NCHW, OIHW) arrays, to catch mutation."""
+
+
+class CudaEventClock:
+    """CUDA events recorded on torch's current stream around a block of calls (the kernels
+    between them are timed on the GPU, launch gaps included); waits for the end event."""
+
+    name = "cuda-events"
+
+    def __init__(self, fn: Callable[[], object]):
+        import torch
+
+        self.fn = fn
+        self.start, self.end = (torch.cuda.Event(enable_timing=True) for _ in range(2))
+
+    def time(self, number: int) -> float:
+        fn = self.fn
+        self.start.record()
+        for _ in range(number):
+            fn()
+        self.end.record()
+        self.end.synchronize()
+        return self.start.elapsed_time(self.end) / 1e3  # elapsed_time is in milliseconds
 
 
 class HostClock:
@@ -84,6 +110,8 @@ class Built:
     curve: list[dict] = field(default_factory=list)  # tuning-curve rows (tuning_curves.csv)
     notes: list[str] = field(default_factory=list)  # lines for the console, e.g. "tuned now: ..."
     runtime_env: dict = field(default_factory=dict)  # env vars a measuring process needs
+    library: Path | None = None  # the exported file the kernel is made from (kernel bundles)
+    details: dict = field(default_factory=dict)  # build facts for a bundle's manifest, not rows
 
 
 @dataclass(frozen=True)
@@ -122,5 +150,5 @@ class Backend(Protocol):
     def versions(self) -> dict:
         """The library versions it measures, for the run metadata."""
 
-    def build(self, spec: ConvSpec) -> Built:
+    def build(self, spec: ConvSpec) -> Built | list[Built]:
         ...

@@ -1,5 +1,14 @@
 """PyTorch baseline: torch.nn.functional.conv2d, NCHW or channels_last (the spec's NHWC), on the
-target's torch device (oneDNN on a CPU, cuDNN on a GPU); a block as its torch module, eager."""
+target's torch device (oneDNN on a CPU, cuDNN on a GPU); a block as its torch module, eager.
+
+On a GPU: `cudnn.benchmark = True`, and the algorithm search it triggers on a shape's first call
+happens when the kernel is made (three untimed calls), never inside a timed block. fp32 runs with
+TF32 off (exact inputs must then match bit for bit); on GPUs with TF32 (compute capability 8.0
+and up) every fp32 layer also gets a `tf32` variant with TF32 on, as PyTorch's cuDNN default is,
+checked with the TF32 tolerance. The cuDNN kernels that ran are recorded (`cudnn_kernels`, from
+torch.profiler); where they are Winograd or FFT kernels, or cannot be seen, the exact check
+allows the rounding of an inexact algorithm instead of bit equality.
+"""
 
 from __future__ import annotations
 
@@ -8,17 +17,19 @@ import functools
 import numpy as np
 import torch
 
-from pwbench.backends.base import Built, HostClock, NoEvents, Options
+from pwbench.backends.base import Built, CudaEventClock, HostClock, NoEvents, Options
 from pwbench.workloads.blocks import Block
 from pwbench.workloads.spec import ConvSpec
 
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+SEARCH_CALLS = 3  # untimed calls when made: cudnn.benchmark's search, workspace, lazy init
+INEXACT_KERNELS = ("winograd", "fft")
 
 
 class TorchConv:
     exact = True  # fp32 convolutions, TF32 off: exact inputs must match bit for bit
 
-    def __init__(self, spec: ConvSpec, device: str, threads: int):
+    def __init__(self, spec: ConvSpec, device: str, threads: int, tf32: bool = False):
         torch.set_num_threads(threads)
         self.spec = spec
         self.device = torch.device(device)
@@ -29,14 +40,20 @@ class TorchConv:
         self.w = torch.zeros(spec.weight_shape, dtype=dtype, device=self.device).to(
             memory_format=self.memory_format)
         self.out = None
-        sync = None
+        self.compute, self.columns = ("tf32" if tf32 else ""), {}
         if self.device.type == "cuda":
-            # fp32 must be fp32: TF32 would fail the exact check by design
-            torch.backends.cuda.matmul.allow_tf32 = False
-            torch.backends.cudnn.allow_tf32 = False
+            torch.backends.cuda.matmul.allow_tf32 = tf32
+            torch.backends.cudnn.allow_tf32 = tf32
             torch.backends.cudnn.benchmark = True
-            sync = torch.cuda.synchronize
-        self.clock = HostClock(self, sync)
+            self.clock = CudaEventClock(self)
+            for _ in range(SEARCH_CALLS):  # cudnn.benchmark times every algorithm on the first
+                self()
+            torch.cuda.synchronize()
+            kernels = cuda_kernels(self)
+            self.columns["cudnn_kernels"] = "; ".join(kernels) if kernels else "unknown"
+            self.exact = algorithm_exact(kernels)
+        else:
+            self.clock = HostClock(self)
 
     def load(self, x: np.ndarray, w: np.ndarray) -> None:
         self.x.copy_(torch.from_numpy(x))
@@ -62,14 +79,14 @@ class TorchBlock(TorchConv):
         from pwbench.workloads.torch_models import BlockModule
 
         torch.set_num_threads(threads)
-        self.spec, self.device = block, torch.device(device)
+        self.spec, self.device, self.columns = block, torch.device(device), {}
         self.memory_format = torch.channels_last if block.layout == "NHWC" else torch.contiguous_format
         dtype = _DTYPES[block.dtype]
         self.module = BlockModule(block).to(self.device, dtype, memory_format=self.memory_format).eval()
         self.x = torch.zeros(block.input_shape, dtype=dtype, device=self.device).to(
             memory_format=self.memory_format)
         self.out = None
-        self.clock = HostClock(self, torch.cuda.synchronize if self.device.type == "cuda" else None)
+        self.clock = CudaEventClock(self) if self.device.type == "cuda" else HostClock(self)
 
     def load(self, x: np.ndarray) -> None:
         self.x.copy_(torch.from_numpy(x))
@@ -82,18 +99,49 @@ class TorchBlock(TorchConv):
         return (self.x.float().cpu().contiguous().numpy(),)
 
 
+def algorithm_exact(kernels: list[str]) -> bool:
+    """Whether the kernels that ran compute a direct conv (exact on exact inputs): not when any
+    is a Winograd or FFT kernel, nor when none could be seen."""
+    return bool(kernels) and not any(k in name.lower() for name in kernels for k in INEXACT_KERNELS)
+
+
+def cuda_kernels(call) -> list[str]:
+    """Names of the GPU kernels one call launches (torch.profiler; CUPTI), [] when not visible."""
+    try:
+        from torch.profiler import ProfilerActivity, profile
+
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            call()
+            torch.cuda.synchronize()
+        names = [e.name for e in prof.events() if str(e.device_type).endswith("CUDA")]
+    except Exception:  # the profiler is best effort: CUPTI may be missing or busy
+        return []
+    return list(dict.fromkeys(names))
+
+
 class Backend:
     name = "torch"
 
     def __init__(self, target, options: Options = Options(), events=NoEvents()):
         self.device, self.threads = target.torch_device, options.threads
+        self.gpu = torch.device(self.device).type == "cuda"
+        # TF32 exists from compute capability 8.0 (Ampere); the main process sees the GPU here
+        self.tf32 = (self.gpu and torch.cuda.is_available()
+                     and torch.cuda.get_device_capability() >= (8, 0))
 
     def versions(self) -> dict:
         info = {"torch": torch.__version__, "torch_mkldnn": torch.backends.mkldnn.is_available()}
-        if self.device == "cuda" and torch.cuda.is_available():
+        if self.gpu and torch.cuda.is_available():
             info |= {"cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version()}
         return info
 
-    def build(self, workload) -> Built:
-        kernel = TorchBlock if isinstance(workload, Block) else TorchConv
-        return Built(functools.partial(kernel, workload, self.device, self.threads))
+    def build(self, spec) -> Built | list[Built]:
+        clock = "cuda-events" if self.gpu else "host"
+        if isinstance(spec, Block):
+            return Built(functools.partial(TorchBlock, spec, self.device, self.threads), clock=clock)
+        make = functools.partial(TorchConv, spec, self.device, self.threads)
+        strict = Built(make, clock=clock)
+        if not (self.tf32 and spec.dtype == "float32"):
+            return strict
+        return [strict, Built(functools.partial(TorchConv, spec, self.device, self.threads, True),
+                              clock=clock, variant="tf32")]

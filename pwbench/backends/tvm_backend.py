@@ -1,6 +1,6 @@
-"""TVM without tuning: the TOPI compute lowered with no schedule (a serial loop nest, see
-tvm_bridge.compiler.compile_untuned), exported as a library that measuring processes load with
-TVM's runtime only."""
+"""TVM without tuning (tvm_bridge.compiler.compile_untuned): on a CPU the TOPI compute with no
+schedule (a serial loop nest); on a GPU DLight's default rules, recorded per kernel. Exported as a
+library that measuring processes load with TVM's runtime only."""
 
 from __future__ import annotations
 
@@ -20,12 +20,12 @@ class Backend:
         self.target = target.tvm_target(options.threads)  # a bad TVM target fails before any layer
 
     def versions(self) -> dict:
-        return compiler.versions() | {"tvm_target": compiler.target_string(self.target)}
+        return compiler.versions(self.target) | {"tvm_target": compiler.target_string(self.target)}
 
     def build(self, spec: ConvSpec) -> Built:
         single_convs_only(spec, self.name)
-        executable = compiler.compile_untuned(spec, self.target)
-        return exported(spec, executable, self.target, self.name, self.options)
+        return exported(spec, compiler.compile_untuned(spec, self.target), self.target, self.name,
+                        self.options)
 
 
 def single_convs_only(workload, backend: str) -> None:
@@ -34,11 +34,15 @@ def single_convs_only(workload, backend: str) -> None:
                           "runs on torch, onnxruntime or tvm-relax")
 
 
-def exported(spec: ConvSpec, executable, target: dict, backend: str, options: Options,
-             columns: dict | None = None, **extra) -> Built:
+def exported(spec: ConvSpec, compiled: compiler.Compiled, target: dict, backend: str,
+             options: Options, columns: dict | None = None, **extra) -> Built:
     """A compiled kernel exported into the run's work directory, made in a worker from there."""
     library = Path(options.work_dir) / f"{backend}_{spec.id}.so"
-    compiler.export(executable, library)
-    return Built(functools.partial(runtime.load_cpu_kernel, spec, str(library), options.threads),
-                 columns={"target_string": compiler.target_string(target), **(columns or {})},
-                 runtime_env=runtime.RUNTIME_ENV, **extra)
+    compiler.export(compiled.executable, library)
+    device = compiler.device_of(target)
+    return Built(functools.partial(runtime.load_kernel, spec, str(library), device, options.threads),
+                 clock=runtime.CLOCKS[device],
+                 columns={"target_string": compiler.target_string(target), **compiled.columns,
+                          **(columns or {})},
+                 runtime_env=runtime.RUNTIME_ENV, library=library,
+                 details={"device": device, **compiled.details}, **extra)

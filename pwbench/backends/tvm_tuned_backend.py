@@ -21,11 +21,12 @@ class Backend:
         database stops the run with one clear line."""
         self.options, self.events, self.target_name = options, events, target.name
         self.target = target.tvm_target(options.threads)
-        self.db = database.Database(options.tuning_dir, self.target, target.fingerprint_facts())
+        self.db = database.Database(options.tuning_dir, self.target, target.tuning_facts())
         self.budget = database.Budget(options.trials, options.tune_minutes)
+        self.cannot_measure = target.run_problem()  # e.g. building CUDA kernels without a GPU
 
     def versions(self) -> dict:
-        return compiler.versions() | {"tvm_target": compiler.target_string(self.target),
+        return compiler.versions(self.target) | {"tvm_target": compiler.target_string(self.target),
                                       "tuning_database": str(self.db.dir)}
 
     def build(self, spec: ConvSpec) -> Built:
@@ -35,10 +36,13 @@ class Backend:
             self.events.progress(f"tuning {spec.label[:40]}: {trials}/{self.budget.trials} trials, "
                                  f"best {best}")
 
-        outcome = database.ensure_tuned(spec, self.db, self.budget, self.options.threads, progress)
+        outcome = database.ensure_tuned(spec, self.db, self.budget, self.options.threads, progress,
+                                        self.cannot_measure)
         record = outcome.record
         columns = {"tuning": outcome.source, "tuning_trials": record.trials,
                    "tuning_s": record.tune_s}
+        if self.db.fingerprint.get("gpu"):
+            columns["tuned_for_gpu"] = self.db.fingerprint["gpu"]
         if outcome.source == "database":
             note = (f"schedule from the tuning database ({record.trials} trials, tuned in "
                     f"{record.tune_s:.0f} s earlier), verified before timing")

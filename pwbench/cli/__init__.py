@@ -12,7 +12,7 @@ from pwbench.errors import UserError
 
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
-COMMANDS = ("run", "tune", "list", "env", "peaks", "report", "compare", "history", "export")
+COMMANDS = ("run", "build", "tune", "list", "env", "peaks", "report", "compare", "history", "export")
 
 
 class Parser(argparse.ArgumentParser):

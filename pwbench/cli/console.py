@@ -88,6 +88,11 @@ def summary(rows: list[dict]) -> None:
             style = "dim" if r["check"] == "skipped" else "red"
             console.print(f"[{style}]{who(r)}:[/] {escape(r['error'])}")
     _above_roof_note(rows)
+    throttled = [r for r in rows if r.get("throttled")]
+    if throttled:
+        console.print(f"[yellow]note:[/] {len(throttled)} kernel(s) were timed while the GPU's "
+                      "clocks dropped or were held down (the throttled and gpu_slowdown columns): "
+                      "their times are not steady-state")
 
 
 def _processes(row: dict) -> str:
@@ -112,6 +117,51 @@ def _above_roof_note(rows: list[dict]) -> None:
         console.print(f"[yellow]note:[/] {len(above['memory'])} memory-bound kernel(s) beat the "
                       "DRAM bandwidth roof: their working set fits in cache, so the DRAM roof "
                       "does not bound them")
+
+
+def resources_summary(frame, title: str) -> None:
+    """A kernel resource table (store/bundle.py's resource_table): one row per device function;
+    the device function's name only when some conv has several."""
+    rows = [r for r in frame.to_dict("records") if not r.get("error")]
+    several = any(r.get("kernel") not in (None, "main_kernel") for r in rows)
+    table = Table(title=title, title_justify="left")
+    headers = ["layer", "backend", *(["kernel"] if several else []), "rule", "grid", "block",
+               "regs", "smem B", "spill st/ld B", "local B", "blocks/SM", "occupancy",
+               "limited by", "build s", "nvcc s"]
+    for header in headers:
+        table.add_column(header, no_wrap=True, justify="left" if header in (
+            "layer", "backend", "kernel", "rule", "grid", "block", "limited by") else "right")
+    for r in rows:
+        smem = _num(r.get("shared_bytes"))
+        if _num(r.get("dynamic_shared_bytes")) not in ("-", "0"):
+            smem += f"+{_num(r['dynamic_shared_bytes'])} dyn"
+        local = sum(v for v in (r.get("stack_bytes"), r.get("local_bytes")) if _real(v))
+        cells = [escape(r["layer"]), r["backend"] + (f" {r['variant']}" if r.get("variant") else ""),
+                 *([str(r.get("kernel") or "-")] if several else []),
+                 str(r.get("dlight_rule") or "-") + _tensor_cores(r),
+                 str(r.get("grid") or "-"), str(r.get("block") or "-"), _num(r.get("registers")),
+                 smem, f"{_num(r.get('spill_store_bytes'))}/{_num(r.get('spill_load_bytes'))}",
+                 f"{local:.0f}", _num(r.get("blocks_per_sm")), _num(r.get("occupancy"), "{:.2f}"),
+                 str(r.get("limited_by") or "-"), _num(r.get("build_s"), "{:.2f}"),
+                 _num(r.get("nvcc_s"), "{:.2f}")]
+        table.add_row(*cells)
+    # a log or CI has no width to fit: print the table whole rather than folded or cut
+    (console if console.is_terminal else Console(width=1000)).print(table)
+    for r in frame.to_dict("records"):
+        if r.get("error"):
+            console.print(f"[red]{escape(r['layer'])} [{escape(r['backend'])}]:[/] {escape(r['error'])}")
+
+
+def _tensor_cores(row) -> str:
+    return " (tensor cores)" if row.get("tensor_cores") in (True,) else ""  # NaN: not a GPU kernel
+
+
+def _real(value) -> bool:
+    return value is not None and not (isinstance(value, float) and math.isnan(value))
+
+
+def _num(value, fmt: str = "{:.0f}") -> str:
+    return fmt.format(value) if _real(value) else "-"
 
 
 def peaks_summary(peaks) -> None:

@@ -47,7 +47,9 @@ def _targets():
         target = make()
         build, run = target.build_problem(), target.run_problem()
         status = ("[green]available[/]" if not build and not run else
-                  f"[yellow]build only[/]: {run}" if not build else f"[red]unavailable[/]: {build}")
+                  f"[yellow]build only[/]: {run}" if not build else
+                  f"[yellow]run only[/] (kernels built elsewhere): {build}" if not run else
+                  f"[red]unavailable[/]: {build}")
         yield name, status, target.description
 
 

@@ -34,6 +34,8 @@ def add_workload(parser, targets: str, threads: str) -> None:
     parser.add_argument("--filter", help="pandas query over layer columns, e.g. \"kind == 'depthwise'\"")
     parser.add_argument("--batch", type=positive_int, help="override every layer's batch size")
     parser.add_argument("--layout", choices=("NCHW", "NHWC"), help="override every layer's layout")
+    parser.add_argument("--dtype", choices=("float32", "float16", "bfloat16"),
+                        help="override every layer's dtype")
     add_threads(parser, threads)
 
 

@@ -14,7 +14,10 @@ def add(sub):
 
     run = sub.add_parser("run", help="benchmark a suite: verify, then time every kernel")
     add_workload(run, targets="cpu, x86, cuda, arm, or a TVM target", threads="threads for every backend")
-    run.add_argument("--backend", default="torch", help="comma-separated backends (default: torch)")
+    run.add_argument("--backend", help="comma-separated backends (default: torch, and the "
+                                        "backends of --kernels)")
+    run.add_argument("--kernels", type=Path, metavar="DIR",
+                     help="run a kernel bundle made by 'pwbench build' (its layers and kernels)")
     run.add_argument("--output", type=Path, help="run directory (default: results/<time>_<suite>_<target>)")
     run.add_argument("--warmup-ms", type=positive_float, default=50.0,
                      help="warm-up per kernel and process (default 50)")
@@ -40,7 +43,8 @@ def main(args) -> int:
 
     config = runner.RunConfig(
         suite=args.suite, target=args.target,
-        backends=tuple(b.strip() for b in args.backend.split(",") if b.strip()),
+        backends=tuple(b.strip() for b in args.backend.split(",") if b.strip()) if args.backend
+        else None, kernels=args.kernels, dtype=args.dtype,
         filter=args.filter, batch=args.batch, layout=args.layout, threads=args.threads,
         output=args.output, budget=timing.Budget(warmup_ms=args.warmup_ms, sample_ms=args.sample_ms),
         processes=args.processes, cache=args.cache, peaks_file=args.peaks, trials=args.trials,

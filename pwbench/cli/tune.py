@@ -11,7 +11,8 @@ from pwbench.units import format_seconds
 
 def add(sub):
     tune = sub.add_parser("tune", help="tune a suite's layers for tvm-tuned, without timing them")
-    add_workload(tune, targets="cpu, x86 or a TVM target", threads="threads the tuned kernels will run with")
+    add_workload(tune, targets="cpu, x86, cuda or a TVM target",
+                 threads="threads the tuned kernels will run with")
     add_tuning(tune)
     return tune
 
@@ -25,15 +26,18 @@ def main(args) -> int:
     target = targets.resolve(args.target)
     target.prepare_process(args.threads)  # the tuner's worker processes inherit TVM_NUM_THREADS
     backends.backend_class("tvm-tuned", target)  # without TVM: one line, exit 2
-    targets.require_runnable(target)  # candidates are measured on the target
-    suite = suites.load(args.suite, batch=args.batch, layout=args.layout)
+    problem = target.run_problem()  # candidates are measured on the target
+    if problem:
+        raise UserError(f"cannot tune here (MetaSchedule measures every candidate on the "
+                        f"target): {problem}")
+    suite = suites.load(args.suite, batch=args.batch, layout=args.layout, dtype=args.dtype)
     specs = list({s.id: s for s in suites.select(suite.layers, args.filter)}.values())
     if not specs:
         raise UserError(f"--filter {args.filter!r} selects none of the "
                         f"{len(suite.layers)} layers of suite {suite.name}")
     from pwbench.tvm_bridge import database
 
-    db = database.Database(args.tuning_dir, target.tvm_target(args.threads), target.fingerprint_facts())
+    db = database.Database(args.tuning_dir, target.tvm_target(args.threads), target.tuning_facts())
     budget = database.Budget(args.trials, args.tune_minutes)
     console.print(f"tuning database: {db.dir}")
     outcomes = {}

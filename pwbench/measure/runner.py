@@ -35,10 +35,12 @@ KERNEL_TIMEOUT_S = 600.0  # a worker silent this long on one kernel is killed: a
 class RunConfig:
     suite: str = suites.DEFAULT_SUITE
     target: str = "cpu"
-    backends: tuple[str, ...] = ("torch",)
+    backends: tuple[str, ...] | None = None  # None: torch, and a kernel bundle's backends
     filter: str | None = None
     batch: int | None = None
     layout: str | None = None
+    dtype: str | None = None
+    kernels: Path | None = None  # a kernel bundle (pwbench build): its layers and kernels
     threads: int = field(default_factory=lambda: os.cpu_count() or 1)
     output: Path | None = None
     budget: timing.Budget = timing.Budget()
@@ -99,25 +101,49 @@ def plan(config: RunConfig, events=Quiet()) -> Plan:
         raise UserError(f"--cache must be one of {', '.join(timing.CACHE_STATES)}, got {config.cache!r}")
     target = targets.resolve(config.target)
     target.prepare_process(config.threads)  # before torch or TVM start their thread pools
-    suite = suites.load(config.suite, batch=config.batch, layout=config.layout)
+    kit = _bundle(config)
+    suite = kit.suite() if kit else suites.load(config.suite, batch=config.batch,
+                                                layout=config.layout, dtype=config.dtype)
     specs = suites.select(suite.layers, config.filter)
     if not specs:
         raise UserError(f"--filter {config.filter!r} selects none of the {len(suite.layers)} "
                         f"layers of suite {suite.name}")
     _check_memory(specs)
-    classes = {name: backends.backend_class(name, target) for name in config.backends}
+    names = config.backends or ("torch", *(kit.backends if kit else ()))
+    from_kit = [n for n in names if kit and n in kit.backends]
+    classes = {name: backends.backend_class(name, target) for name in names if name not in from_kit}
+    if kit:
+        for name in classes:
+            if backends.REGISTRY[name].stack == "tvm":
+                raise UserError(f"backend {name} is not in kernel bundle {kit.dir} (it holds "
+                                f"{', '.join(kit.backends)}): build it into the bundle with "
+                                f"'pwbench build --backend {name}'")
     targets.require_runnable(target)
     output = config.output or results.default_dir(suite.name, target.name)
     options = Options(threads=config.threads, work_dir=output / ".work", trials=config.trials,
                       tune_minutes=config.tune_minutes, tuning_dir=config.tuning_dir)
-    # e.g. open a tuning database: a bad one fails here, once
-    made = {name: cls(target, options, events) for name, cls in classes.items()}
+    # e.g. open a tuning database, or check a kernel bundle: a bad one fails here, once
+    made = {name: (backends.from_bundle(kit, name, target, options, events) if name in from_kit
+                   else classes[name](target, options, events)) for name in names}
     given = peaks.load_file(config.peaks_file) if config.peaks_file else None
     warnings = []
     if config.threads > (os.cpu_count() or 1):
         warnings.append(f"--threads {config.threads} is more than this machine's "
                         f"{os.cpu_count()} cores: threads will share cores and times will be noisy")
     return Plan(config, suite, specs, target, made, output, given, warnings)
+
+
+def _bundle(config: RunConfig):
+    """The kernel bundle of --kernels (its layers are fixed: no overrides), or None."""
+    if config.kernels is None:
+        return None
+    from pwbench.store import bundle
+
+    fixed = [o for o in ("batch", "layout", "dtype") if getattr(config, o) is not None]
+    if fixed:
+        raise UserError(f"--{'/--'.join(fixed)} cannot change the layers of a kernel bundle "
+                        "(its kernels are built for fixed shapes): build another bundle")
+    return bundle.read(config.kernels)
 
 
 def _check_memory(specs: list[ConvSpec]) -> None:
@@ -146,6 +172,7 @@ def metadata(p: Plan) -> dict:
     meta |= {"suite": p.suite.name, "suite_path": str(p.suite.path), "target": p.target.name,
              "where": p.target.where, "emulated": p.target.emulated,
              "backends": list(p.backends), "filter": p.config.filter or "",
+             "kernel_bundle": str(p.config.kernels) if p.config.kernels else None,
              "batch": p.config.batch, "budget": vars(p.config.budget),
              "processes": p.config.processes, "cache": p.config.cache, "versions": versions,
              "peaks": p.peaks.to_dict() if p.peaks else None}
@@ -215,12 +242,13 @@ def _build_all(p: Plan, writer, watch) -> tuple[list[workers.Job], dict]:
                     writer.add(line | layer.describe())
                 watch.step(f"{spec.label} [{name}]", line)
                 continue
-            writer.add_curve(built.curve)
-            for note in built.notes:
-                watch.note(f"{spec.label} [{name}]: {note}")
-            jobs.append(workers.Job((spec.id, name), spec, built.make, "", built.runtime_env,
-                                    built.clock))
-            lines[(spec.id, name)] = _line(spec, name, built, p)
+            for one in built if isinstance(built, list) else [built]:
+                key = (spec.id, name, one.variant)
+                writer.add_curve(one.curve)
+                for note in one.notes:
+                    watch.note(f"{spec.label} [{name}]: {note}")
+                jobs.append(workers.Job(key, spec, one.make, "", one.runtime_env, one.clock))
+                lines[key] = _line(spec, name, one, p)
             watch.step(f"{spec.label} [{name}]")
     return jobs, lines
 
@@ -246,7 +274,7 @@ def _measure_all(p: Plan, jobs: list[workers.Job], lines: dict, writer, watch) -
             "process": outcome.process, "check": outcome.check, "error": outcome.error,
             "max_abs_err": outcome.max_abs_err, "max_rel_err": outcome.max_rel_err,
             "samples_s": outcome.samples_s or [], "number": outcome.number,
-            **samples.summary(outcome.samples_s or [])}
+            **outcome.columns, **samples.summary(outcome.samples_s or [])}
         for layer in _layers(p, outcome.key[0]):
             writer.add(line | layer.describe())
         watch.step(f"{line['layer']} [{line['backend']}] process {outcome.process + 1}", line)

@@ -57,13 +57,16 @@ class Measurement:
         return self._stats["noisy"]
 
 
-def measure(clock, budget: Budget = Budget(), evict: Callable[[], object] | None = None) -> Measurement:
-    """Time a kernel with its clock: hot, or cold when `evict` is given."""
+def measure(clock, budget: Budget = Budget(), evict: Callable[[], object] | None = None,
+            warmed: Callable[[], object] = lambda: None) -> Measurement:
+    """Time a kernel with its clock: hot, or cold when `evict` is given. `warmed` is called
+    between the warm-up and the first sample (e.g. to read a GPU's clocks once they settled)."""
     wall = time.perf_counter
     deadline = wall() + budget.warmup_ms / 1e3
     clock.time(1)
     while wall() < deadline:
         clock.time(1)
+    warmed()
     number = 1
     if evict is None:
         while (elapsed := clock.time(number)) < budget.min_block_s:

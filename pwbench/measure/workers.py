@@ -17,7 +17,7 @@ import os
 import pickle
 import signal
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -49,6 +49,7 @@ class Outcome:
     error: str = ""
     samples_s: list | None = None
     number: int = 0
+    columns: dict = field(default_factory=dict)  # what the kernel and the target's sensors add
 
 
 @dataclass(frozen=True)
@@ -143,26 +144,33 @@ def _serve(conn, env: dict, target, settings: Settings) -> None:
     os.environ.update(env)
     target.prepare_process(settings.threads)
     jobs = pickle.loads(conn.recv_bytes())  # unpickling imports the backends' runtimes
-    evict = target.evict if settings.cache == "cold" else None
     for job in jobs:
         conn.send(("start", job.key))
-        conn.send(("outcome", _measure_one(job, settings, evict)))
+        conn.send(("outcome", _measure_one(job, settings, target)))
     conn.send(("done",))
 
 
-def _measure_one(job: Job, settings: Settings, evict) -> Outcome:
+def _measure_one(job: Job, settings: Settings, target) -> Outcome:
+    """Make, check and (if it passed) time one kernel; the target's sensors are read once the
+    warm-up (at least the target's minimum) is over and again after the last sample."""
     outcome = Outcome(job.key, -1)
+    evict = target.evict if settings.cache == "cold" else None
+    budget = replace(settings.budget, warmup_ms=max(settings.budget.warmup_ms, target.min_warmup_ms))
     try:
         kernel = job.make()
         check = verify.check(kernel, job.spec, verify.Expected.load(job.expected))
         outcome.check, outcome.error = check.verdict, check.detail
         outcome.max_abs_err, outcome.max_rel_err = check.max_abs_err, check.max_rel_err
+        outcome.columns = dict(getattr(kernel, "columns", {}))
         if check.verdict == "failed":  # a wrong kernel is never timed
             return outcome
         if kernel.clock.name != job.clock:  # the row would name the wrong clock
             raise RuntimeError(f"the kernel brought clock {kernel.clock.name!r}, its backend "
                                f"said {job.clock!r}")
-        m = timing.measure(kernel.clock, settings.budget, evict)
+        before = {}
+        m = timing.measure(kernel.clock, budget, evict,
+                           warmed=lambda: before.update(target.conditions()))
+        outcome.columns |= target.condition_columns(before, target.conditions())
         outcome.samples_s, outcome.number = m.samples_s, m.number
     except Exception as exc:  # one broken kernel must not lose the rest of the round
         outcome.error = describe_error(exc)

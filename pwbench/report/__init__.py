@@ -117,6 +117,18 @@ class _Writer:
         else:
             section.add(html.paragraph("No peaks recorded for this run: no roofline (give them with "
                                        "--peaks FILE).", "muted"))
+        resources = tables.resources(run)
+        if resources is not None:
+            bundle = run.meta.get("kernel_bundle")
+            section.add(self._table(resources, tables.RESOURCE_COLUMNS, f"resources_{run.slug}",
+                                    f"Kernel resources: {run.suite} on {run.label}",
+                                    (f"from kernel bundle {bundle}; " if bundle else "")
+                                    + "per kernel, its first device function as ptxas reported "
+                                      "it; occupancy is theoretical (blocks per SM x warps / the "
+                                      "SM's maximum)"))
+        throttled = tables.throttled(run)
+        if throttled:
+            section.add(html.paragraph(throttled, "muted"))
         if theory.has_pairs(run):
             section.add(self._theory(run))
         section.parts += self._tuning(run, baseline)

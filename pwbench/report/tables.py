@@ -84,6 +84,38 @@ def _total_row(run: Run, table: pd.DataFrame, layers: pd.DataFrame, baseline: st
     return pd.Series(total)
 
 
+RESOURCE_COLUMNS = {
+    "layer": ("layer", "text"), "backend": ("backend", "text"), "variant": ("variant", "text"),
+    "dlight_rule": ("DLight rule", "text"), "cuda_arch": ("arch", "text"),
+    "grid": ("grid", "text"), "block": ("block", "text"), "registers": ("registers", "count"),
+    "shared_bytes": ("shared B", "count"), "spill_bytes": ("spill B", "count"),
+    "local_bytes": ("local B", "count"), "blocks_per_sm": ("blocks/SM", "count"),
+    "occupancy": ("occupancy", "ratio"), "build_s": ("build", "seconds"),
+}
+
+
+def resources(run: Run) -> pd.DataFrame | None:
+    """The resources of the run's GPU kernels (rows that recorded them), or None."""
+    rec = run.records
+    if "registers" not in rec or rec["registers"].isna().all():
+        return None
+    rows = rec[rec["registers"].notna()].drop_duplicates(["spec_id", "backend", "variant"])
+    return rows.reindex(columns=list(RESOURCE_COLUMNS)).reset_index(drop=True)
+
+
+def throttled(run: Run) -> str:
+    """A line naming the kernels timed while GPU clocks dropped, or ''."""
+    rec = run.records
+    if "throttled" not in rec:
+        return ""
+    hit = rec[rec["throttled"].fillna(False).astype(bool)]
+    if hit.empty:
+        return ""
+    names = ", ".join(dict.fromkeys(f"{r.layer} [{r.backend}]" for r in hit.itertuples()))
+    return (f"{len(hit)} kernel(s) were timed while the GPU's clocks dropped or were held down "
+            f"(power, thermal): {names}. Their times are not steady-state.")
+
+
 # ---- formatting --------------------------------------------------------------------------
 
 def _number(fmt: str):

@@ -92,6 +92,8 @@ def _pooled(group: list[dict]) -> dict:
             "number": max((r.get("number", 0) for r in timed), default=0),
             "check": check, "error": "; ".join(dict.fromkeys(r["error"] for r in group if r["error"])),
             "gflops": gflops(row["flops"], samples.summary(pooled)["median_s"])}
+    if any("throttled" in r for r in group):  # clocks dropped in any process: say so
+        row["throttled"] = any(bool(r.get("throttled")) for r in group)
     for column in ("max_abs_err", "max_rel_err"):  # the worst process counts
         values = [r[column] for r in group if not _isnan(r.get(column))]
         row[column] = max(values) if values else math.nan

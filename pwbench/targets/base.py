@@ -10,12 +10,18 @@ A target says
   there);
 - how to measure its peaks (`measure_peaks`) and how to make its caches cold (`evict`);
 - how a process that measures on it is set up (`prepare_process`: thread counts, before any
-  library starts its thread pool).
+  library starts its thread pool), how long a warm-up must at least last (`min_warmup_ms`: a GPU's
+  clocks take a while to ramp up), and what its sensors read before and after a kernel is timed
+  (`conditions`, `condition_columns`: SM clock, temperature, power; whether clocks throttled);
+- which kernels built elsewhere it can run (`kernel_key`, `kernels_problem`: a GPU runs kernel
+  bundles built for its arch) and which facts a tuning database is keyed by (`tuning_facts`).
 """
 
 from __future__ import annotations
 
 import os
+
+from pwbench.errors import UserError
 
 
 class Target:
@@ -25,10 +31,15 @@ class Target:
     stacks: frozenset = frozenset()  # the software stacks that can target it: "torch", "tvm"
     emulated: bool = False  # timings are meaningless (an emulator), numerics still count
     where: str = "this machine"  # where kernels run, in words
+    min_warmup_ms: float = 0.0  # the shortest warm-up per kernel that lets this hardware settle
 
     def tvm_target(self, threads: int) -> dict | None:
         """The TVM target (a dict, as TVM 0.27 wants it), or None when TVM cannot build for it."""
         return None
+
+    def with_arch(self, arch: str) -> Target:
+        """The same target, building for another arch (`pwbench build --arch`)."""
+        raise UserError(f"target {self.name} has no --arch (it builds for the hardware it names)")
 
     def build_problem(self) -> str | None:
         """Why kernels cannot be built here, or None when they can."""
@@ -45,6 +56,32 @@ class Target:
 
     def fingerprint_facts(self) -> dict:
         """The facts that decide whether two timings are comparable."""
+        return {}
+
+    def tuning_facts(self) -> dict:
+        """The facts a tuning database is only valid for (besides the TVM target and version);
+        a fact that is None here (unknowable on this machine) is taken from the database."""
+        return self.fingerprint_facts()
+
+    def kernel_key(self) -> dict:
+        """What kernels built for this target are only valid for (e.g. {"arch": "sm_90"}),
+        recorded in a kernel bundle's manifest."""
+        return {}
+
+    def kernels_problem(self, built_for: dict) -> str | None:
+        """Why kernels built for `built_for` (a bundle's kernel_key and toolchain facts) cannot
+        run here, or None when they can."""
+        mine = self.kernel_key()
+        wrong = [f"{k} {built_for.get(k)!r} (here: {v!r})" for k, v in mine.items()
+                 if built_for.get(k) != v]
+        return f"built for another target: {', '.join(wrong)}" if wrong else None
+
+    def conditions(self) -> dict:
+        """Sensor readings worth recording before and after a kernel is timed (flat, numeric)."""
+        return {}
+
+    def condition_columns(self, before: dict, after: dict) -> dict:
+        """Row columns from the readings around one kernel's timing (e.g. a `throttled` flag)."""
         return {}
 
     def measure_peaks(self, threads: int):

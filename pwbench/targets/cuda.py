@@ -1,14 +1,25 @@
-"""An NVIDIA GPU. Its kernels can be *built* on any machine with TVM and nvcc; they *run* only
-where a GPU is visible. Facts come from NVML (nvidia-ml-py): name, driver, SM count, clocks,
-power limit; PyTorch adds the compute capability."""
+"""An NVIDIA GPU. Its kernels can be *built* on any machine with TVM and nvcc (`pwbench build`, for
+an arch given or sm_90); they *run* only where a GPU is visible. Facts and sensors come from NVML
+(nvidia-ml-py): name, driver, the CUDA version the driver supports, compute capability, clocks,
+power limit; SM clock, temperature and power before and after each kernel is timed."""
 
 from __future__ import annotations
 
 import functools
+import re
 import shutil
+import subprocess
 
+from pwbench.errors import UserError
 from pwbench.targets.base import Target
 from pwbench.targets.host import HostCPU
+
+ARCH_PATTERN = re.compile(r"sm_\d{2,3}[af]?")
+DEFAULT_ARCH = "sm_90"  # what `pwbench build` targets when no GPU is visible and no --arch given
+# NVML clock-event reasons that mean the SM clock was held down (nvml.h, nvmlClocksEventReason*)
+SLOWDOWNS = {0x4: "power cap", 0x8: "hardware slowdown", 0x20: "thermal (software)",
+             0x40: "thermal (hardware)", 0x80: "power brake"}
+CLOCK_DROP = 0.95  # an SM clock below 95 % of its value after warm-up counts as throttled
 
 
 @functools.cache
@@ -38,11 +49,12 @@ def gpu_facts(index: int = 0) -> dict:
             "gpu_power_limit_w": lambda: pynvml.nvmlDeviceGetEnforcedPowerLimit(handle) / 1000,
             "gpu_compute_capability": lambda: "%d.%d" % pynvml.nvmlDeviceGetCudaComputeCapability(
                 handle),
+            "gpu_driver_cuda": lambda: _cuda_text(pynvml.nvmlSystemGetCudaDriverVersion_v2()),
         }
         for key, read in optional.items():
             try:
                 facts[key] = read()
-            except pynvml.NVMLError:  # not every GPU or driver answers every query
+            except (pynvml.NVMLError, AttributeError):  # not every GPU or driver answers each query
                 pass
         return facts
     finally:
@@ -53,6 +65,20 @@ def _text(value) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+def _cuda_text(version: int) -> str:
+    return f"{version // 1000}.{version % 1000 // 10}"  # 13000 -> "13.0"
+
+
+@functools.cache
+def toolkit_version() -> str | None:
+    """The CUDA toolkit release of the nvcc on PATH (e.g. '13.0.88'), None without nvcc."""
+    if shutil.which("nvcc") is None:
+        return None
+    out = subprocess.run(["nvcc", "--version"], capture_output=True, text=True, timeout=60).stdout
+    m = re.search(r"V(\d+\.\d+\.\d+)", out)
+    return m.group(1) if m else "unknown"
+
+
 def torch_sees_gpu() -> bool:
     try:
         import torch
@@ -61,25 +87,95 @@ def torch_sees_gpu() -> bool:
     return torch.cuda.is_available()
 
 
+def _version_tuple(text: str | None) -> tuple:
+    return tuple(int(p) for p in re.findall(r"\d+", text or "")[:2])
+
+
+class Sensors:
+    """NVML opened once per process, read around every timed kernel (a few ms at most)."""
+
+    def __init__(self, index: int):
+        import pynvml
+
+        pynvml.nvmlInit()
+        self.nvml, self.handle = pynvml, pynvml.nvmlDeviceGetHandleByIndex(index)
+        self.reasons = getattr(pynvml, "nvmlDeviceGetCurrentClocksEventReasons", None) or \
+            pynvml.nvmlDeviceGetCurrentClocksThrottleReasons
+
+    def read(self) -> dict:
+        nvml, h = self.nvml, self.handle
+        readings = {"sm_clock_mhz": lambda: nvml.nvmlDeviceGetClockInfo(h, nvml.NVML_CLOCK_SM),
+                    "temperature_c": lambda: nvml.nvmlDeviceGetTemperature(
+                        h, nvml.NVML_TEMPERATURE_GPU),
+                    "power_w": lambda: nvml.nvmlDeviceGetPowerUsage(h) / 1000,
+                    "clock_reasons": lambda: int(self.reasons(h))}
+        out = {}
+        for key, read in readings.items():
+            try:
+                out[key] = read()
+            except nvml.NVMLError:
+                pass
+        return out
+
+
+def condition_columns(before: dict, after: dict) -> dict:
+    """gpu_<reading>_before/_after, the slowdown reasons NVML gave after timing, and `throttled`:
+    the SM clock fell below CLOCK_DROP of its post-warm-up value, or a slowdown reason was set."""
+    if not before and not after:
+        return {}
+    columns = {f"gpu_{k}_{when}": reading.get(k) for k in ("sm_clock_mhz", "temperature_c", "power_w")
+               for when, reading in (("before", before), ("after", after))}
+    reasons = [name for bit, name in SLOWDOWNS.items() if after.get("clock_reasons", 0) & bit]
+    clock0, clock1 = before.get("sm_clock_mhz"), after.get("sm_clock_mhz")
+    dropped = bool(clock0 and clock1 is not None and clock1 < CLOCK_DROP * clock0)
+    return columns | {"gpu_slowdown": ", ".join(reasons), "throttled": dropped or bool(reasons)}
+
+
 class CudaGPU(Target):
     torch_device = "cuda"
     stacks = frozenset({"torch", "tvm"})
+    min_warmup_ms = 200.0  # idle GPUs sit at low clocks; boost takes tens to hundreds of ms
 
-    def __init__(self, name: str = "cuda", tvm_given: str | None = None, index: int = 0):
-        self.name, self.tvm_given, self.index = name, tvm_given, index
+    def __init__(self, name: str = "cuda", tvm_given: str | None = None, index: int = 0,
+                 arch: str | None = None):
+        self.name, self.tvm_given, self.index, self.given_arch = name, tvm_given, index, arch
         self.description = "NVIDIA GPU: PyTorch/cuDNN and TVM CUDA; kernels build without a GPU"
         self.where = f"GPU {index} of this machine"
         self.host = HostCPU()
+        self._sensors = self._flush = None
+
+    def __getstate__(self):  # sent to worker processes: no NVML handle, no device buffer
+        return self.__dict__ | {"_sensors": None, "_flush": None}
+
+    def with_arch(self, arch: str) -> CudaGPU:
+        if not ARCH_PATTERN.fullmatch(arch):
+            raise UserError(f"--arch {arch!r} is not an NVIDIA arch like sm_80 or sm_90")
+        if self.tvm_given:
+            raise UserError("--arch goes with --target cuda; a TVM target given in full names its "
+                            "own arch (\"arch\": \"sm_90\")")
+        return CudaGPU(self.name, self.tvm_given, self.index, arch)
 
     def tvm_target(self, threads: int) -> dict:
         from pwbench.tvm_bridge import compiler
 
-        return compiler.cuda_target(self.tvm_given, self.arch())
+        return compiler.cuda_target(self.tvm_given, self.arch() or DEFAULT_ARCH)
 
-    def arch(self) -> str | None:
+    def visible_arch(self) -> str | None:
         """sm_XX from the visible GPU's compute capability, None when there is none."""
         capability = gpu_facts(self.index).get("gpu_compute_capability")
         return f"sm_{capability.replace('.', '')}" if capability else None
+
+    def arch(self) -> str | None:
+        """The arch kernels are built for: --arch, else the full TVM target's, else the GPU's."""
+        if self.given_arch:
+            return self.given_arch
+        if self.tvm_given:
+            from pwbench.targets import parse_tvm_target
+
+            given = parse_tvm_target(self.tvm_given).get("arch")
+            if given:
+                return str(given)
+        return self.visible_arch()
 
     def build_problem(self) -> str | None:
         if shutil.which("nvcc") is None:
@@ -89,38 +185,81 @@ class CudaGPU(Target):
     def run_problem(self) -> str | None:
         if not torch_sees_gpu():
             why = gpu_facts(self.index).get("gpu_error", "no CUDA GPU")
-            return (f"target {self.name}: no CUDA GPU is visible on this machine ({why}); run on a "
-                    "machine with an NVIDIA GPU and a CUDA build of torch, or use --target cpu")
+            return (f"target {self.name}: no CUDA GPU is visible on this machine ({why}); build "
+                    f"the kernels here with 'pwbench build --target {self.name} --output DIR' and "
+                    f"run them on a GPU machine with 'pwbench run --target {self.name} --kernels DIR'")
         return None
 
     def facts(self) -> dict:
         host = self.host.facts()
         gpu = gpu_facts(self.index)
         line = gpu.get("gpu", "no GPU visible")
-        if "gpu_compute_capability" in gpu:
-            line += f" (sm_{gpu['gpu_compute_capability'].replace('.', '')})"
-        return {**host, **gpu, "hardware": f"{line}; host {host['hardware']}"}
+        if self.visible_arch():
+            line += f" ({self.visible_arch()})"
+        return {**host, **gpu, "cuda_toolkit": toolkit_version(),
+                "hardware": f"{line}; host {host['hardware']}"}
 
     def fingerprint_facts(self) -> dict:
         gpu = gpu_facts(self.index)
         return {"gpu": gpu.get("gpu"), "gpu_driver": gpu.get("gpu_driver"),
                 "cpu_model": self.host.fingerprint_facts()["cpu_model"]}
 
+    def tuning_facts(self) -> dict:
+        """GPU model and CUDA toolkit (the arch is in the TVM target): a database never serves
+        another GPU. Without a GPU here the model is unknown (None) and taken from the database;
+        kernels built from it record that GPU, and `kernels_problem` refuses them on another."""
+        return {"gpu": gpu_facts(self.index).get("gpu"), "cuda_toolkit": toolkit_version()}
+
+    def kernel_key(self) -> dict:
+        return {"arch": self.arch() or DEFAULT_ARCH}
+
+    def kernels_problem(self, built_for: dict) -> str | None:
+        here = self.visible_arch()
+        if built_for.get("arch") != here:
+            return (f"built for {built_for.get('arch')}, and this GPU "
+                    f"({gpu_facts(self.index).get('gpu', '?')}) is {here}: build them again with "
+                    f"'pwbench build --target {self.name} --arch {here}'")
+        tuned_for, gpu = built_for.get("tuned_for_gpu"), gpu_facts(self.index).get("gpu")
+        if tuned_for and tuned_for != gpu:
+            return (f"holds schedules tuned on a {tuned_for}, and this GPU is a {gpu}: a tuning "
+                    "database is never applied to another GPU")
+        supported = gpu_facts(self.index).get("gpu_driver_cuda")
+        needed = built_for.get("cuda_toolkit")
+        if supported and needed and _version_tuple(supported) < _version_tuple(needed):
+            return (f"compiled with CUDA {needed}, and this driver supports CUDA {supported} at "
+                    "most: update the NVIDIA driver or build with an older CUDA toolkit")
+        return None
+
+    def conditions(self) -> dict:
+        try:
+            if self._sensors is None:
+                self._sensors = Sensors(self.index)
+            return self._sensors.read()
+        except Exception:  # NVML missing or failing must never stop a measurement
+            return {}
+
+    def condition_columns(self, before: dict, after: dict) -> dict:
+        return condition_columns(before, after)
+
     def measure_peaks(self, threads: int):
         from pwbench.targets import peak_kernels, peaks
 
         notes: list[str] = []
-        flops = peak_kernels.gemm("cuda", threads, notes)
+        flops = peak_kernels.gemm("cuda", threads, notes) | peak_kernels.cuda_fma(notes)
+        by_dtype = {dtype: peak_kernels.gpu_gemm(dtype, notes) for dtype in ("float16", "bfloat16")}
         nbytes = peak_kernels.bandwidth("cuda", threads, 1 << 30, notes)
-        return peaks.from_candidates(self, threads, flops, nbytes, notes)
+        return peaks.from_candidates(self, threads, flops, nbytes, notes,
+                                     by_dtype={d: v for d, v in by_dtype.items() if v})
 
     def eviction_bytes(self) -> int:
         return 2 * 128 << 20  # above the L2 of every current NVIDIA GPU (H100: 50 MiB, B200: 126 MiB)
 
     def evict(self) -> None:
+        """Zero a buffer of twice the largest L2 (writes evict L2 lines), then wait for it."""
         import torch
 
-        if getattr(self, "_flush", None) is None:
-            self._flush = torch.empty(self.eviction_bytes() // 4, dtype=torch.float32, device="cuda")
+        if self._flush is None:
+            self._flush = torch.empty(self.eviction_bytes() // 4, dtype=torch.float32,
+                                      device=f"cuda:{self.index}")
         self._flush.zero_()
         torch.cuda.synchronize()

@@ -92,6 +92,11 @@ class HostCPU(Target):
         f = cpu_facts()
         return {k: f[k] for k in ("cpu_model", "cpu_id", "cpu_flags", "cores", "machine")}
 
+    def kernel_key(self) -> dict:
+        """Kernels are compiled for this CPU's model (LLVM -mcpu and its vector extensions)."""
+        f = cpu_facts()
+        return {"cpu_model": f["cpu_model"], "machine": f["machine"]}
+
     def measure_peaks(self, threads: int):
         from pwbench.targets import peak_kernels, peaks
 

@@ -2,8 +2,10 @@
 roofline come from kernels run on the target with the run's thread count, not from a datasheet.
 
 - Compute: peak fp32 FLOP/s, the best of a large GEMM (torch.mm, and numpy's BLAS when torch is
-  missing) and, on a CPU, an FMA-bound C kernel (independent FMA chains in registers, one per
-  OpenMP thread; built with the system C compiler, skipped with a note when there is none).
+  missing) and an FMA-bound kernel: on a CPU a C kernel (independent FMA chains in registers, one
+  per OpenMP thread; built with the system C compiler, skipped with a note when there is none), on
+  a GPU an elementwise kernel compiled by torch's jiterator (NVRTC) that runs FMA chains per
+  element. A GPU adds fp16 and bf16 tensor-core GEMM roofs (torch.mm in that dtype).
 - Memory: the best of a STREAM triad (a = b + s*c, 3 arrays counted) and copy (2 arrays) over a
   working set several times the last-level cache. Write-allocate traffic is not counted (STREAM's
   convention), so the figure is what a kernel sees as bytes moved.
@@ -76,6 +78,56 @@ def _torch_gemm(torch, device: str) -> dict:
         n *= 2
     rate = _best_rate(lambda: torch.mm(a, b, out=out), 2.0 * n**3, sync)
     return {f"GEMM torch.mm fp32 {n}x{n}x{n}": rate}
+
+
+def gpu_gemm(dtype: str, notes: list) -> dict:
+    """A large torch.mm in fp16 or bf16 on the GPU (tensor cores, fp32 accumulation)."""
+    import torch
+
+    try:
+        n, kind = 8192, getattr(torch, dtype)
+        a, b = torch.rand(n, n, device="cuda").to(kind), torch.rand(n, n, device="cuda").to(kind)
+        out = torch.empty(n, n, device="cuda", dtype=kind)
+        rate = _best_rate(lambda: torch.mm(a, b, out=out), 2.0 * n**3, torch.cuda.synchronize)
+    except (RuntimeError, TypeError) as exc:
+        notes.append(f"{dtype} GEMM peak skipped: {str(exc).splitlines()[0][:120]}")
+        return {}
+    finally:
+        torch.cuda.empty_cache()
+    return {f"GEMM torch.mm {dtype} {n}x{n}x{n} (tensor cores)": rate}
+
+
+FMA_ITERS = 512
+JITERATOR_FMA = """
+template <typename T> T pwbench_fma(T x, T y) {
+    T a0 = x, a1 = x + T(1), a2 = x + T(2), a3 = x + T(3), a4 = y, a5 = y + T(1), a6 = y + T(2),
+      a7 = y + T(3);
+    const T m = T(0.9999999), c = T(1e-7);
+    #pragma unroll 16
+    for (int i = 0; i < ITERS; ++i) {
+        a0 = a0 * m + c; a1 = a1 * m + c; a2 = a2 * m + c; a3 = a3 * m + c;
+        a4 = a4 * m + c; a5 = a5 * m + c; a6 = a6 * m + c; a7 = a7 * m + c;
+    }
+    return a0 + a1 + a2 + a3 + a4 + a5 + a6 + a7;
+}
+""".replace("ITERS", str(FMA_ITERS))
+
+
+def cuda_fma(notes: list) -> dict:
+    """fp32 FMA throughput: 8 independent FMA chains of FMA_ITERS steps per element over 2**24
+    elements (intensity ~340 FLOP/B: compute-bound on every GPU), compiled by NVRTC through
+    torch.cuda.jiterator; FMA contraction is NVRTC's default."""
+    try:
+        import torch
+
+        kernel = torch.cuda.jiterator._create_jit_fn(JITERATOR_FMA)
+        n = 1 << 24
+        x, y = torch.rand(n, device="cuda"), torch.rand(n, device="cuda")
+        rate = _best_rate(lambda: kernel(x, y), n * 8 * FMA_ITERS * 2.0, torch.cuda.synchronize)
+    except Exception as exc:  # jiterator is private API: a missing NVRTC must not stop the peaks
+        notes.append(f"GPU FMA kernel skipped: {str(exc).splitlines()[0][:120]}")
+        return {}
+    return {f"FMA kernel (torch jiterator, 8 chains x {FMA_ITERS} per element)": rate}
 
 
 def _numpy_gemm() -> dict:

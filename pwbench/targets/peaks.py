@@ -37,11 +37,16 @@ class Peaks:
     bytes_candidates: dict = field(default_factory=dict)  # method -> bytes/s
     notes: tuple = ()
     physical_bound_flops_per_s: float | None = None
+    flops_by_dtype: dict = field(default_factory=dict)  # other dtypes' roofs, e.g. fp16 tensor cores
 
     @property
     def ridge(self) -> float:
         """Arithmetic intensity (FLOP/byte) where the bandwidth slope meets the compute roof."""
         return self.flops_per_s / self.bytes_per_s
+
+    def flops_for(self, dtype: str) -> float | None:
+        """The compute roof for a dtype: the main one, another measured one, or None."""
+        return self.flops_per_s if dtype == self.dtype else self.flops_by_dtype.get(dtype)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self) | {"notes": list(self.notes)}
@@ -153,8 +158,9 @@ def for_run(target: Target, threads: int, override=None, refresh: bool = False,
 
 
 def from_candidates(target: Target, threads: int, flops: dict, nbytes: dict, notes: list,
-                    physical_bound: float | None = None) -> Peaks:
-    """The best of each kind of candidate measured on a target."""
+                    physical_bound: float | None = None, by_dtype: dict | None = None) -> Peaks:
+    """The best of each kind of candidate measured on a target (fp32), plus the compute roofs
+    of other dtypes (`by_dtype`: dtype -> {method: FLOP/s}; the best of each is kept)."""
     if not flops or not nbytes:
         raise UserError(f"target {target.name}: cannot measure peaks (no kernel could run: "
                         f"{'; '.join(notes) or 'no torch, no numpy'}); give them with --peaks FILE")
@@ -164,5 +170,6 @@ def from_candidates(target: Target, threads: int, flops: dict, nbytes: dict, not
         flops_method=best_flops, bytes_method=best_bytes, source="measured",
         target=target.name, threads=threads, fingerprint=fingerprint(target, threads),
         utc=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        flops_candidates=flops, bytes_candidates=nbytes, notes=tuple(notes),
-        physical_bound_flops_per_s=physical_bound)
+        flops_candidates=flops | {m: v for c in (by_dtype or {}).values() for m, v in c.items()},
+        bytes_candidates=nbytes, notes=tuple(notes), physical_bound_flops_per_s=physical_bound,
+        flops_by_dtype={d: max(c.values()) for d, c in (by_dtype or {}).items() if c})

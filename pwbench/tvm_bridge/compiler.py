@@ -11,7 +11,7 @@ import json
 import os
 import sys
 import types
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +26,12 @@ from pwbench.workloads.spec import ConvSpec
 VERSION = tvm.__version__
 
 
-def versions() -> dict:
+def versions(target: dict | None = None) -> dict:
+    """TVM's version, and for a GPU target the CUDA toolkit that compiles its kernels."""
+    if target is not None and is_gpu(target):
+        from pwbench.targets.cuda import toolkit_version
+
+        return {"tvm": VERSION, "cuda_toolkit": toolkit_version()}
     return {"tvm": VERSION}
 
 
@@ -44,10 +49,17 @@ def cpu_target(given: str | None, threads: int) -> dict:
     return spec
 
 
+CUDA_LIMITS = {"max_threads_per_block": 1024, "max_shared_memory_per_block": 49152,
+               "registers_per_block": 65536}  # every NVIDIA GPU since sm_70, as TVM's tags say
+
+
 def cuda_target(given: str | None, arch: str | None) -> dict:
-    """A CUDA target with an llvm host: the user's, else sm_XX of the visible GPU."""
+    """A CUDA target with an llvm host: the user's, else sm_XX of the visible GPU, with the
+    per-block limits MetaSchedule needs (a device-less target has none: TVM's tags add them)."""
     spec = _checked(given) if given else {"kind": "cuda", "arch": arch or "sm_90"}
     spec.setdefault("host", {"kind": "llvm"})
+    for key, value in CUDA_LIMITS.items():
+        spec.setdefault(key, value)
     return spec
 
 
@@ -67,35 +79,70 @@ def target_string(spec: dict) -> str:
     return json.dumps(spec, sort_keys=True, separators=(",", ":"))
 
 
+def is_gpu(target: dict) -> bool:
+    return target.get("kind") == "cuda"
+
+
+def device_of(target: dict) -> str:
+    """The device an exported kernel for this TVM target runs on (tvm_bridge.runtime's names)."""
+    return "cuda" if is_gpu(target) else "cpu"
+
+
 # ---- compute ---------------------------------------------------------------------------------
+ACCUMULATE = {"float16": "float32", "bfloat16": "float32"}  # as cuDNN does: sums in fp32
+
+
 def primfunc(spec: ConvSpec) -> tvm.tirx.PrimFunc:
-    """TOPI compute definition of the spec's conv, as a PrimFunc with args (input, weight, out)."""
+    """TOPI compute definition of the spec's conv, as a PrimFunc with args (input, weight, out).
+    Half-precision convs accumulate in float32 and round once to the output dtype, as cuDNN
+    does (TOPI's out_dtype=float16 would sum 2304 terms of a 3x3x256 conv in fp16)."""
     x = te.placeholder(layouts.input_shape(spec), spec.dtype, name="x")
     w = te.placeholder(layouts.weight_shape(spec), spec.dtype, name="w")
     args = (spec.stride, spec.padding, spec.dilation)
+    acc = ACCUMULATE.get(spec.dtype, spec.dtype)
     nchw = spec.layout == "NCHW"
     if spec.kind == "depthwise":
-        y = (topi.nn.depthwise_conv2d_nchw(x, w, *args, out_dtype=spec.dtype) if nchw else
-             topi.nn.depthwise_conv2d_nhwc(x, w, *args, kernel_layout="HWOI", out_dtype=spec.dtype))
+        y = (topi.nn.depthwise_conv2d_nchw(x, w, *args, out_dtype=acc) if nchw else
+             topi.nn.depthwise_conv2d_nhwc(x, w, *args, kernel_layout="HWOI", out_dtype=acc))
     elif spec.groups > 1:
         group = topi.nn.group_conv2d_nchw if nchw else topi.nn.group_conv2d_nhwc
-        y = group(x, w, *args, spec.groups, out_dtype=spec.dtype)
+        y = group(x, w, *args, spec.groups, out_dtype=acc)
     else:
-        y = (topi.nn.conv2d_nchw(x, w, *args, out_dtype=spec.dtype) if nchw else
-             topi.nn.conv2d_nhwc(x, w, *args, out_dtype=spec.dtype))
+        y = (topi.nn.conv2d_nchw(x, w, *args, out_dtype=acc) if nchw else
+             topi.nn.conv2d_nhwc(x, w, *args, out_dtype=acc))
+    if acc != spec.dtype:
+        y = topi.cast(y, spec.dtype)
     return te.create_prim_func([x, w, y]).with_attr("global_symbol", "main")
 
 
 # ---- kernels ---------------------------------------------------------------------------------
-def compile_untuned(spec: ConvSpec, target: dict):
-    """The TOPI compute with no schedule: TVM's default lowering gives a serial loop nest
-    (one thread, LLVM's auto-vectorisation only). This is what `tvm` without tuning means."""
+@dataclass
+class Compiled:
+    """A compiled kernel, the row columns its build adds and facts for a bundle's manifest."""
+    executable: object
+    columns: dict = field(default_factory=dict)
+    details: dict = field(default_factory=dict)
+
+
+def compile_untuned(spec: ConvSpec, target: dict) -> Compiled:
+    """What `tvm` without tuning means. CPU: the TOPI compute with no schedule, whose default
+    lowering is a serial loop nest (one thread, LLVM's auto-vectorisation only). GPU: DLight's
+    default rules, which TVM's CUDA pipeline applies to anything unscheduled (tvm_bridge/cuda.py:
+    the rule that scheduled it is the `dlight_rule` column)."""
+    if is_gpu(target):
+        from pwbench.tvm_bridge import cuda
+
+        return cuda.compile_dlight(primfunc(spec), target)
     mod = tvm.IRModule({"main": primfunc(spec)})
-    return tvm.compile(mod, target=tvm.target.Target(target))
+    return Compiled(tvm.compile(mod, target=tvm.target.Target(target)))
 
 
-def compile_scheduled(target: dict, schedule):
-    return tvm.compile(schedule.mod, target=tvm.target.Target(target))
+def compile_scheduled(target: dict, schedule) -> Compiled:
+    if is_gpu(target):
+        from pwbench.tvm_bridge import cuda
+
+        return cuda.compile_module(schedule.mod, target)
+    return Compiled(tvm.compile(schedule.mod, target=tvm.target.Target(target)))
 
 
 def export(executable, path: Path) -> Path:
@@ -143,11 +190,34 @@ def open_database(directory: Path):
                         "delete that directory to tune again") from None
 
 
+UNMEASURED_S = 1e9  # MetaSchedule stores 1e10 s for a candidate whose run failed
+
+
 def best_schedule(database, spec: ConvSpec, target: dict):
-    """The best schedule the database holds for this spec, or None."""
-    ms = _ms()
+    """The best *measured* schedule the database holds for this spec, or None. Records whose run
+    failed (MetaSchedule keeps them with run_secs = 1e10, e.g. candidates of a tuning that could
+    not run them) are skipped: a query would otherwise return an unmeasured schedule."""
+    _ms()
     mod = tvm.IRModule({"main": primfunc(spec)})
-    return ms.tir_integration.compile_tir(database, mod, tvm.target.Target(target))
+    if not database.has_workload(mod):
+        return None
+    records = [r for r in database.get_top_k(database.commit_workload(mod), 16)
+               if r.run_secs and max(float(s) for s in r.run_secs) < UNMEASURED_S]
+    if not records:
+        return None
+    try:
+        return _replay(mod, records[0].trace)
+    except Exception:  # a tensor-core trace needs the CUDA tensor intrinsics (a minute to load)
+        if not is_gpu(target):
+            raise
+        importlib.import_module("tvm.s_tir.tensor_intrin.cuda")
+        return _replay(mod, records[0].trace)
+
+
+def _replay(mod, trace):
+    schedule = tvm.s_tir.Schedule(mod)
+    trace.apply_to_schedule(schedule, remove_postproc=False)
+    return schedule
 
 
 @dataclass(frozen=True)
@@ -171,9 +241,15 @@ def tune(spec: ConvSpec, target: dict, work_dir: Path, trials: int, threads: int
     _quiet_tuning_logs()  # every tune_tir resets the level to DEBUG: quiet it again each time
     callback = _batch_callback(ms, on_batch)
     mod = tvm.IRModule({"main": primfunc(spec)})
-    builder = ms.builder.LocalBuilder(initializer=x86_intrinsics_only, timeout_sec=60)
+    if is_gpu(target):  # the CUDA design space's rules use the tensor-core intrinsics
+        importlib.import_module("tvm.s_tir.tensor_intrin.cuda")  # 34-123 s, once per process
+        builder = ms.builder.LocalBuilder(f_build=build_cuda_candidate,
+                                          initializer=x86_intrinsics_only, timeout_sec=120)
+    else:
+        builder = ms.builder.LocalBuilder(initializer=x86_intrinsics_only, timeout_sec=60)
     runner = ms.runner.LocalRunner(evaluator_config=ms.runner.EvaluatorConfig(
-        number=3, repeat=1, min_repeat_ms=50, enable_cpu_cache_flush=search.cache_flush))
+        number=3, repeat=1, min_repeat_ms=50,
+        enable_cpu_cache_flush=search.cache_flush and not is_gpu(target)))
     strategy = ms.search_strategy.EvolutionarySearch(population_size=search.population,
                                                      genetic_num_iters=search.genetic_iters)
     ms.tune_tir(mod, tvm.target.Target(target), str(work_dir), max_trials_global=trials,
@@ -181,6 +257,20 @@ def tune(spec: ConvSpec, target: dict, work_dir: Path, trials: int, threads: int
                 strategy=strategy, cost_model="xgb",
                 measure_callbacks=[*ms.measure_callback.MeasureCallback.create("default"),
                                    callback], num_tuning_cores=threads)
+
+
+def build_cuda_candidate(mod, target, _params):
+    """A builder worker's build of one CUDA candidate: MetaSchedule's default_build without its
+    import of every tensor intrinsic (27-50 s per worker), through pwbench's nvcc callback (the
+    stock one needs `with target:`), returning a runtime module."""
+    from tvm.s_tir.transform import RemoveWeightLayoutRewriteBlock
+
+    from pwbench.tvm_bridge import cuda
+
+    cuda.enable()
+    cuda.NVCC.arch = str(target.attrs["arch"])
+    mod = RemoveWeightLayoutRewriteBlock(skip_tensor_rewrite=True)(mod)
+    return tvm.tirx.build(mod, target=target)
 
 
 def _batch_callback(ms, on_batch):

@@ -1,7 +1,8 @@
 """Tuning databases and budgets for the `tvm-tuned` backend and `pwbench tune`.
 
 A database is a directory holding MetaSchedule's JSON files plus pwbench's own two files:
-  fingerprint.json  the TVM target string, TVM version and CPU model it was tuned for
+  fingerprint.json  the TVM target string, TVM version and the target's tuning facts (CPU model
+                    and id; GPU model and CUDA toolkit, the arch being in the target string)
   layers.json       per spec id: trials done, tuning seconds, the best-latency curve
 One database per fingerprint, under the tuning root (`--tuning-dir`, default
 <pwbench cache dir>/tuning): MetaSchedule's lookup ignores the target, so a database is only ever
@@ -67,10 +68,14 @@ class Database:
         self.tvm_db = compiler.open_database(self.dir) if self.layers else None
 
     def _check_fingerprint(self) -> None:
+        """A database made for another setup is refused. A fact this machine cannot know (None:
+        no GPU here to name) is taken from the database instead, and recorded with what is
+        built from it (a kernel bundle then runs only on that GPU)."""
         path = self.dir / FINGERPRINT
         if not path.exists():
             return
         stored = _read_json(path)
+        self.fingerprint |= {k: stored.get(k) for k, v in self.fingerprint.items() if v is None}
         wrong = [f"{k} {stored.get(k)!r} (this run: {v!r})" for k, v in self.fingerprint.items()
                  if stored.get(k) != v]
         if wrong:
@@ -128,12 +133,19 @@ class Outcome:
 
 
 def ensure_tuned(spec: ConvSpec, db: Database, budget: Budget, threads: int,
-                 on_progress=lambda trials, best_s: None) -> Outcome:
+                 on_progress=lambda trials, best_s: None, cannot_measure: str | None = None) -> Outcome:
     """The layer's best schedule: from the database when it holds the trials asked for, else
-    tuned now (continuing from what it holds). Ctrl-C ends the current batch, saves, re-raises."""
+    tuned now (continuing from what it holds). Ctrl-C ends the current batch, saves, re-raises.
+    `cannot_measure` says why candidates cannot be measured here (no GPU): then what the
+    database holds is used, and a layer it lacks is an error naming where to tune it."""
     record = db.record(spec)
-    if record and record.trials >= budget.trials:
+    if record and (record.trials >= budget.trials or cannot_measure):
         return Outcome("database", record, _schedule(db, spec))
+    if cannot_measure:
+        raise RuntimeError(f"tuning database {db.dir} holds no schedule for this layer, and it "
+                           f"cannot be tuned here, since tuning measures candidates on the target "
+                           f"({cannot_measure.split(';')[0]}): tune it where the target runs "
+                           "('pwbench tune') and give that database with --tuning-dir")
     if budget.seconds_left <= 0:
         if record:
             return Outcome("database", record, _schedule(db, spec))

@@ -2,22 +2,37 @@
 
 A measuring worker imports this module with TVM_USE_RUNTIME_LIB=1 (and the torch DLPack add-on
 off), so it loads libtvm_runtime, not the 253 MB compiler; that is also all a GPU box or a board
-needs to run a kernel bundle."""
+needs to run a kernel bundle (scripts/make_tvm_runtime.py makes such a TVM).
+
+CUDA: in runtime-only mode `import tvm` does not load tvm/lib/libtvm_runtime_cuda.so (the CUDA
+device API and the loader of CUDA modules), so `enable_cuda` loads it. A CUDA kernel's buffers are
+torch tensors that TVM sees through DLPack (torch converts every dtype, bfloat16 included); TVM
+launches on its default stream, the legacy default stream, which is also torch's default stream,
+so CUDA events recorded by torch bracket the kernel.
+"""
 
 from __future__ import annotations
 
+import ctypes
+import functools
+import importlib.util
 import os
 from pathlib import Path
 
 import numpy as np
 import tvm
 
-from pwbench.backends.base import HostClock
+from pwbench.backends.base import CudaEventClock, HostClock
 from pwbench.tvm_bridge import layouts
 from pwbench.workloads.spec import ConvSpec
 
 # what a process that only runs exported kernels sets before `import tvm`
 RUNTIME_ENV = {"TVM_USE_RUNTIME_LIB": "1", "TVM_FFI_DISABLE_TORCH_C_DLPACK": "1"}
+CLOCKS = {"cpu": "host", "cuda": "cuda-events"}  # the clock a kernel on each device brings
+
+
+def version() -> str:
+    return tvm.__version__
 
 
 class TvmConv:
@@ -47,10 +62,91 @@ class TvmConv:
                 layouts.weight_from_tvm(self.spec, self.w.numpy()))
 
 
+class TvmCudaConv:
+    """A compiled conv on a GPU, over torch CUDA tensors that TVM sees through DLPack."""
+
+    exact = True  # a direct conv accumulating in fp32: exact inputs must match bit for bit
+
+    def __init__(self, spec: ConvSpec, function, index: int = 0):
+        import torch
+
+        self.spec, self.fn, self.torch = spec, function, torch
+        dtype, device = getattr(torch, spec.dtype), torch.device("cuda", index)
+        self.x = torch.zeros(layouts.input_shape(spec), dtype=dtype, device=device)
+        self.w = torch.zeros(layouts.weight_shape(spec), dtype=dtype, device=device)
+        self.y = torch.zeros(layouts.output_shape(spec), dtype=dtype, device=device)
+        self.args = [tvm.runtime.from_dlpack(t) for t in (self.x, self.w, self.y)]
+        self.clock = CudaEventClock(self)
+
+    def load(self, x: np.ndarray, w: np.ndarray) -> None:
+        self.x.copy_(self.torch.from_numpy(layouts.to_layout(self.spec, x)))
+        self.w.copy_(self.torch.from_numpy(np.ascontiguousarray(layouts.weight_to_tvm(self.spec, w))))
+
+    def __call__(self) -> None:
+        self.fn(*self.args)
+
+    def result(self) -> np.ndarray:
+        return layouts.from_layout(self.spec, self._host(self.y))
+
+    def inputs(self) -> tuple[np.ndarray, np.ndarray]:
+        return (layouts.from_layout(self.spec, self._host(self.x)),
+                layouts.weight_from_tvm(self.spec, self._host(self.w)))
+
+    def _host(self, t) -> np.ndarray:
+        self.torch.cuda.synchronize()
+        return t.float().cpu().numpy()
+
+
+def load_kernel(spec: ConvSpec, library: str, device: str, threads: int):
+    """The kernel in an exported library, on this machine's CPU (with `threads` threads) or its
+    first GPU."""
+    if device == "cuda":
+        import torch  # first: its CUDA wheels bring libcudart.so.13, which TVM's CUDA library needs
+
+        torch.cuda.init()
+        enable_cuda()
+        return TvmCudaConv(spec, tvm.runtime.load_module(str(Path(library)))["main"])
+    return load_cpu_kernel(spec, library, threads)
+
+
 def load_cpu_kernel(spec: ConvSpec, library: str, threads: int) -> TvmConv:
     """The kernel in an exported library, on this machine's CPU, with `threads` threads."""
     set_threads(threads)
     return TvmConv(spec, tvm.runtime.load_module(str(Path(library)))["main"], tvm.cpu(0))
+
+
+@functools.cache
+def enable_cuda() -> None:
+    """Register TVM's CUDA device API and CUDA module loader, loading libtvm_runtime_cuda.so when
+    `import tvm` did not (runtime-only mode, or no driver at import time). It needs libcuda.so.1
+    (the NVIDIA driver) and libcudart.so.13, which torch's CUDA wheels or a CUDA toolkit bring."""
+    if tvm.runtime.enabled("cuda"):
+        return
+    library = Path(tvm.__file__).resolve().parent / "lib" / "libtvm_runtime_cuda.so"
+    try:
+        ctypes.CDLL(str(library), mode=ctypes.RTLD_GLOBAL)
+    except OSError as exc:
+        if "libcudart" not in str(exc) or not _load_cudart():
+            raise RuntimeError(f"TVM's CUDA runtime does not load ({exc}): it needs the NVIDIA "
+                               "driver (libcuda.so.1) and the CUDA 13 runtime (libcudart.so.13)"
+                               ) from None
+        ctypes.CDLL(str(library), mode=ctypes.RTLD_GLOBAL)
+    if not tvm.runtime.enabled("cuda"):
+        raise RuntimeError(f"{library} loaded but registered no CUDA device API")
+
+
+def _load_cudart() -> bool:
+    """libcudart.so.13 from torch's nvidia wheels or a CUDA toolkit, loaded by path."""
+    places = [Path(os.environ.get("CUDA_PATH", "/usr/local/cuda")) / d for d in ("lib64", "lib")]
+    spec = importlib.util.find_spec("nvidia")
+    for root in (spec.submodule_search_locations or []) if spec else []:
+        places += [Path(root) / "cu13" / "lib", Path(root) / "cuda_runtime" / "lib"]
+    for place in places:
+        candidate = place / "libcudart.so.13"
+        if candidate.exists():
+            ctypes.CDLL(str(candidate), mode=ctypes.RTLD_GLOBAL)
+            return True
+    return False
 
 
 def set_threads(threads: int) -> None:

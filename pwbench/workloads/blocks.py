@@ -257,15 +257,22 @@ class Block:
         return out
 
     def example_inputs(self, check: str, seed: int) -> tuple:
-        return (reference.random_values(np.random.default_rng(seed), self.input_shape),)
+        return (reference.random_values(np.random.default_rng(seed), self.input_shape,
+                                        dtype=self.dtype),)
 
     def reference(self, x):
         return self.evaluate(np.asarray(x, np.float64))
 
-    def error_bound(self, x):
-        ref = self.reference(x)
-        u = reference.UNIT_ROUNDOFF[self.dtype]
+    def bound_scale(self, x):
+        """A block's bound scales with its reference itself (see the module doc)."""
+        return np.zeros(0)
+
+    def tolerance(self, scale, ref, compute: str = ""):
+        u = max(reference.UNIT_ROUNDOFF[self.dtype], reference.TF32_RHO if compute == "tf32" else 0)
         return LAMBDA * math.sqrt(self.reduction_length) * u * (np.abs(ref) + np.sqrt(np.mean(ref**2)))
+
+    def exact_tolerance(self, expected, exact: bool):
+        raise NotImplementedError("blocks have no exact-by-construction inputs")
 
     def evaluate(self, x: np.ndarray) -> np.ndarray:
         """The block in float64 NumPy."""

@@ -1,12 +1,26 @@
 """Float64 NumPy references, independent of every backend: the convolution itself, the inputs the
-checks feed it, and the rounding bounds a correct fp32 kernel stays within.
+checks feed it, and the rounding bounds a correct kernel stays within, per dtype.
 
-Exact-by-construction inputs (oneDNN benchdnn's idea): small integers, a third of them zero, so
-every fp32 sum of their products is exact in any order, and a direct fp32 convolution must match
-the reference bit for bit. Random inputs are uniform in [-1, 1); there a correct kernel is within
-gamma_K * (|x| conv |w|) of the reference, gamma_K = K*u / (1 - K*u), u the unit roundoff, K the
-reduction length: the error bound of any summation order (Higham, Accuracy and Stability of
-Numerical Algorithms, 2nd ed., eq. 3.5).
+1. Exact-by-construction inputs (benchdnn's idea): small integers in [-a, a], a third of them
+   zero. Every product and partial sum is an integer of magnitude at most a*a*K (K = reduction
+   length), so when a*a*K <= 2**p (p = significand bits of the dtype: 24 for fp32, 11 for fp16,
+   8 for bf16) every sum is exact in the dtype and in any wider accumulator, in any order: a
+   direct convolution must match the reference bit for bit. a is the largest of 3, 2, 1 that
+   fits: fp32 always takes 3; fp16 takes 3 up to K = 227, 2 up to 512, 1 up to 2048; bf16 takes
+   3 up to K = 28, 2 up to 64, 1 up to 256. Beyond that (e.g. a 3x3x256 fp16 conv, K = 2304) no
+   amplitude is exact in the dtype: with a = 1 the sums stay exact in the fp32 accumulator every
+   backend uses, and the output may be off by its one rounding to the dtype, u_d * |ref|, and no
+   more. TF32 keeps 10 fraction bits, so integers up to 3 and their products are exact in it too.
+   A kernel with inexact transforms (Winograd, FFT) gets gamma_K * a*a*K plus that rounding.
+2. Seeded random inputs in [-1, 1), rounded to the dtype first, so that the reference is the
+   exact result for the values the kernel holds. Each output lies within
+       tol = (rho + gamma_K) * M + u_d * (|ref| + (rho + gamma_K) * M),   M = |x| conv |w|,
+   gamma_K = K*u / (1 - K*u) with u = 2**-24: the worst case of summing K products in fp32 in
+   any order (Higham, Accuracy and Stability of Numerical Algorithms, 2nd ed., eq. 3.5), for the
+   fp32 accumulation of every backend (cuDNN sums fp16 and bf16 convs in fp32; pwbench's TVM
+   compute does too); rho = 2 * 2**-10 + 2**-20 for a TF32 kernel (`compute = "tf32"`: each
+   input truncated to 10 fraction bits, at worst), else 0; u_d the output's rounding to a half
+   dtype (2**-11 fp16, 2**-8 bf16; 0 for fp32, whose last rounding is the accumulator's).
 """
 
 from __future__ import annotations
@@ -14,21 +28,66 @@ from __future__ import annotations
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-UNIT_ROUNDOFF = {"float32": 2.0**-24, "float64": 2.0**-53, "float16": 2.0**-11, "bfloat16": 2.0**-8}
-EXACT_VALUES = np.array([-3, -2, -1, 0, 1, 2, 3], dtype=np.float32)
-EXACT_PROBABILITIES = [0.11, 0.11, 0.11, 0.34, 0.11, 0.11, 0.11]
+SIGNIFICAND_BITS = {"float32": 24, "float64": 53, "float16": 11, "bfloat16": 8}
+UNIT_ROUNDOFF = {d: 2.0 ** -bits for d, bits in SIGNIFICAND_BITS.items()}
+ACCUMULATOR_U = UNIT_ROUNDOFF["float32"]  # every backend sums in fp32 or better
+TF32_RHO = 2 * 2.0**-10 + 2.0**-20  # a product of two inputs truncated to TF32
 
 
-def exact_values(rng: np.random.Generator, shape) -> np.ndarray:
-    return rng.choice(EXACT_VALUES, size=shape, p=EXACT_PROBABILITIES)
+def exact_amplitude(dtype: str, k: int) -> int | None:
+    """The largest a in 3, 2, 1 with a*a*K <= 2**p (every sum exact in the dtype), else None."""
+    limit = 2 ** SIGNIFICAND_BITS[dtype]
+    return next((a for a in (3, 2, 1) if a * a * k <= limit), None)
 
 
-def random_values(rng: np.random.Generator, shape, scale: float = 1.0) -> np.ndarray:
-    return (scale * rng.uniform(-1, 1, shape)).astype(np.float32)
+def exact_values(rng: np.random.Generator, shape, amplitude: int = 3) -> np.ndarray:
+    values = np.arange(-amplitude, amplitude + 1, dtype=np.float32)
+    return rng.choice(values, size=shape, p=np.where(values == 0, 0.34, 0.66 / (2 * amplitude)))
+
+
+def random_values(rng: np.random.Generator, shape, scale: float = 1.0,
+                  dtype: str = "float32") -> np.ndarray:
+    """Uniform in [-scale, scale), rounded to `dtype` (held as float32)."""
+    return round_to(dtype, (scale * rng.uniform(-1, 1, shape)).astype(np.float32))
+
+
+def round_to(dtype: str, a: np.ndarray) -> np.ndarray:
+    """float32 values rounded to the nearest value of `dtype` (ties to even), as float32."""
+    if dtype == "float16":
+        return a.astype(np.float16).astype(np.float32)
+    if dtype == "bfloat16":  # keep the top 16 bits of the fp32 pattern, rounded to nearest even
+        bits = np.ascontiguousarray(a, np.float32).view(np.uint32).astype(np.uint64)
+        bits = (bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000
+        return bits.astype(np.uint32).view(np.float32)
+    return a
+
+
+def output_roundoff(dtype: str) -> float:
+    """The one rounding of an fp32-accumulated output to a half dtype (0 for fp32 and fp64)."""
+    return 0.0 if dtype in ("float32", "float64") else UNIT_ROUNDOFF[dtype]
 
 
 def gamma(k: int, u: float) -> float:
     return k * u / (1 - k * u)
+
+
+def conv_tolerance(spec, magnitude: np.ndarray, ref: np.ndarray, compute: str = "") -> np.ndarray:
+    """Per-output bound of the random check (2. in the module docstring)."""
+    sums = (TF32_RHO if compute == "tf32" else 0.0) + gamma(spec.reduction_length, ACCUMULATOR_U)
+    out = output_roundoff(spec.dtype)
+    return sums * magnitude + out * (np.abs(ref) + sums * magnitude)
+
+
+def exact_tolerance(spec, expected: np.ndarray, exact: bool):
+    """Per-output bound of the exact check (1. in the module docstring): 0 (bit equality) for a
+    direct kernel whose sums are exact in the dtype; else one rounding to the dtype, plus, for an
+    inexact algorithm, the fp32 bound of sums up to a*a*K."""
+    k, a = spec.reduction_length, exact_amplitude(spec.dtype, spec.reduction_length)
+    if exact and a is not None:
+        return 0.0
+    out = output_roundoff(spec.dtype)
+    a = a or 1
+    return out * np.abs(expected) + (0.0 if exact else gamma(k, ACCUMULATOR_U) * a * a * k * (1 + out))
 
 
 def conv2d(spec, x: np.ndarray, w: np.ndarray) -> np.ndarray:

@@ -178,36 +178,42 @@ class ConvSpec:
 
     # ---- inputs, reference, bound (the workload contract) --------------------------------
     def example_inputs(self, check: str, seed: int) -> tuple:
-        """(input, weight), logical NCHW / OIHW float32: `exact` or `random` (workloads/reference.py)."""
+        """(input, weight), logical NCHW / OIHW, held as float32: `exact` (small integers that sum
+        exactly in the dtype) or `random` (rounded to the dtype): workloads/reference.py."""
         import numpy as np
 
         from pwbench.workloads import reference
 
         rng = np.random.default_rng(seed)
-        draw = reference.exact_values if check == "exact" else reference.random_values
-        return draw(rng, self.input_shape), draw(rng, self.weight_shape)
+        if check == "exact":
+            a = reference.exact_amplitude(self.dtype, self.reduction_length) or 1
+            return (reference.exact_values(rng, self.input_shape, a),
+                    reference.exact_values(rng, self.weight_shape, a))
+        return (reference.random_values(rng, self.input_shape, dtype=self.dtype),
+                reference.random_values(rng, self.weight_shape, dtype=self.dtype))
 
     def reference(self, x, w):
         from pwbench.workloads import reference
 
         return reference.conv2d(self, x, w)
 
-    def error_bound(self, x, w):
-        """Per output element: gamma_K * (|x| conv |w|), what any fp32 summation order stays in."""
+    def bound_scale(self, x, w):
+        """|x| conv |w|: what the rounding errors of a correct kernel scale with."""
         import numpy as np
 
         from pwbench.workloads import reference
 
-        u = reference.UNIT_ROUNDOFF[self.dtype]
-        return reference.gamma(self.reduction_length, u) * reference.conv2d(self, np.abs(x), np.abs(w))
+        return reference.conv2d(self, np.abs(x), np.abs(w))
 
-    def inexact_tolerance(self) -> float:
-        """On exact inputs, for a kernel that transforms inexactly (Winograd, FFT): the rounding
-        bound of a reduction over values up to 3 x 3."""
+    def tolerance(self, scale, ref, compute: str = ""):
         from pwbench.workloads import reference
 
-        k = self.reduction_length
-        return reference.gamma(k, reference.UNIT_ROUNDOFF[self.dtype]) * 9 * k
+        return reference.conv_tolerance(self, scale, ref, compute)
+
+    def exact_tolerance(self, expected, exact: bool):
+        from pwbench.workloads import reference
+
+        return reference.exact_tolerance(self, expected, exact)
 
     @property
     def reference_bytes(self) -> int:

@@ -1,0 +1,40 @@
+"""Kernels from a kernel bundle (store/bundle.py), built elsewhere by `pwbench build`: nothing is
+compiled here, each kernel is loaded from its exported library by TVM's runtime alone, so a GPU
+machine without TVM's compiler (or nvcc) runs them. Rows keep the backend name the kernels were
+built by (`tvm`, `tvm-tuned`) and every column their build recorded, plus `kernel_bundle`."""
+
+from __future__ import annotations
+
+import functools
+
+from pwbench.backends.base import Built, NoEvents, Options
+from pwbench.store import bundle as bundles
+from pwbench.tvm_bridge import runtime
+from pwbench.workloads.spec import ConvSpec
+
+
+class Backend:
+    def __init__(self, target, options: Options, events=NoEvents(), *, kit: bundles.Bundle,
+                 name: str):
+        """Refuses, in one line, a bundle for another arch, GPU, CUDA or TVM version."""
+        bundles.check_runtime(kit, runtime.version(), target)
+        self.kit, self.name, self.threads = kit, name, options.threads
+
+    def versions(self) -> dict:
+        return {"tvm": runtime.version(), "kernel_bundle": str(self.kit.dir),
+                "cuda_toolkit": self.kit.built_for.get("cuda_toolkit")}
+
+    def build(self, spec: ConvSpec) -> Built | list[Built]:
+        kernels = self.kit.kernel(spec.id, self.name)
+        if not kernels:
+            raise RuntimeError(f"kernel bundle {self.kit.dir} holds no {self.name} kernel for {spec.id}")
+        return [self._built(spec, k) for k in kernels]
+
+    def _built(self, spec: ConvSpec, kernel: bundles.Kernel) -> Built:
+        if kernel.error:
+            raise RuntimeError(f"its build failed when the bundle was made: {kernel.error}")
+        library = str(bundles.library_path(self.kit.dir, kernel))
+        return Built(functools.partial(runtime.load_kernel, spec, library, kernel.device, self.threads),
+                     clock=kernel.clock, variant=kernel.variant,
+                     columns=kernel.columns | {"kernel_bundle": str(self.kit.dir)},
+                     runtime_env=runtime.RUNTIME_ENV)

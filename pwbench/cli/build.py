@@ -1,0 +1,144 @@
+"""`pwbench build`: compile every kernel of a suite for a target, here, into a kernel bundle that
+`pwbench run --kernels DIR` runs elsewhere (store/bundle.py), with each kernel's resources."""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+
+from pwbench.cli.options import add_workload
+
+
+def add(sub):
+    build = sub.add_parser("build", help="compile a suite's kernels into a kernel bundle, no GPU needed")
+    add_workload(build, targets="cuda, or a TVM target", threads="threads (CPU targets)")
+    build.set_defaults(target="cuda")
+    build.add_argument("--arch", help="GPU arch to build for, e.g. sm_80 or sm_90 "
+                                      "(default: the visible GPU's, else sm_90)")
+    build.add_argument("--backend", default="tvm",
+                       help="tvm (DLight schedules, default) or tvm-tuned (schedules from "
+                            "--tuning-dir); comma-separated for both")
+    build.add_argument("--output", type=Path, required=True, metavar="DIR", help="bundle directory")
+    build.add_argument("--tuning-dir", type=Path, metavar="DIR",
+                       help="tvm-tuned: the tuning database (tuned on the GPU the bundle is for)")
+    return build
+
+
+def main(args) -> int:
+    from pwbench import backends, targets
+    from pwbench.backends.base import Options
+    from pwbench.errors import UserError
+    from pwbench.store import bundle
+    from pwbench.workloads import suites
+
+    target = targets.resolve(args.target)
+    if args.arch:
+        target = target.with_arch(args.arch)
+    problem = target.build_problem()
+    if problem:
+        raise UserError(f"target {target.name}: kernels cannot be built here: {problem}")
+    suite = suites.load(args.suite, batch=args.batch, layout=args.layout, dtype=args.dtype)
+    layers = suites.select(suite.layers, args.filter)
+    if not layers:
+        raise UserError(f"--filter {args.filter!r} selects none of the {len(suite.layers)} "
+                        f"layers of suite {suite.name}")
+    if (args.output / bundle.MANIFEST).exists():
+        raise UserError(f"{args.output} already holds a kernel bundle; choose another --output")
+    names = [b.strip() for b in args.backend.split(",") if b.strip()]
+    for name in names:
+        backends.backend_class(name, target)  # unknown or unavailable: one line
+        if backends.REGISTRY[name].stack != "tvm":
+            raise UserError(f"backend {name} is not built ahead of time (its library picks its "
+                            "kernels where it runs); 'pwbench run --kernels DIR' runs it there")
+    key = target.kernel_key()
+    work = args.output / re.sub(r"[^A-Za-z0-9._]+", "-", "_".join(map(str, key.values())))
+    options = Options(threads=args.threads, work_dir=work, tuning_dir=args.tuning_dir)
+    made = {name: backends.backend_class(name, target)(target, options) for name in names}
+    kernels, texts, seconds = _build_all(layers, made, args.output)
+    meta = _meta(target, suite, made, kernels)
+    kit = bundle.write(args.output, meta, layers, kernels, texts)
+    _report(kit, seconds)
+    return 1 if any(k.error for k in kernels) else 0
+
+
+def _build_all(layers, made, out: Path):
+    """Every distinct shape with every backend; a kernel that fails is recorded and skipped."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from pwbench.cli.console import console
+    from pwbench.measure.workers import describe_error
+    from pwbench.store.bundle import Kernel
+
+    shapes = list({s.id: s for s in layers}.values())
+    kernels, texts, seconds = [], {}, []
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TimeElapsedColumn())
+    with Progress(*columns, console=console) as progress:
+        task = progress.add_task("building", total=len(shapes) * len(made))
+        for spec in shapes:
+            for name, backend in made.items():
+                progress.update(task, description=f"building {spec.label[:40]} [{name}]")
+                start = time.perf_counter()
+                try:
+                    built = backend.build(spec)
+                except Exception as exc:  # one kernel that fails to build must not lose the rest
+                    kernels.append(Kernel(spec.id, name, error=describe_error(exc)))
+                    console.print(f"[red]{spec.label} [{name}]:[/] {kernels[-1].error}", markup=True)
+                else:
+                    for one in built if isinstance(built, list) else [built]:
+                        texts[len(kernels)] = one.details
+                        kernels.append(_kernel(spec, name, one, out))
+                seconds.append(time.perf_counter() - start)
+                progress.advance(task)
+    return kernels, texts, seconds
+
+
+def _kernel(spec, name, built, out: Path):
+    from pwbench.store.bundle import Kernel
+
+    if built.library is None:
+        raise RuntimeError(f"backend {name} exports no library to put in a bundle")
+    return Kernel(spec.id, name, built.variant, built.library.relative_to(out).as_posix(),
+                  built.details.get("device", ""), built.clock, dict(built.columns),
+                  list(built.details.get("kernels", [])))
+
+
+def _meta(target, suite, made, kernels) -> dict:
+    import datetime
+    import sys
+
+    import pwbench
+    from pwbench import env
+
+    versions = {k: v for b in made.values() for k, v in b.versions().items()}
+    tuned_for = sorted({k.columns["tuned_for_gpu"] for k in kernels if k.columns.get("tuned_for_gpu")})
+    built_for = target.kernel_key() | {"cuda_toolkit": versions.get("cuda_toolkit")}
+    if tuned_for:
+        built_for["tuned_for_gpu"] = tuned_for[0]
+    return {"built_for": built_for, "tvm": versions.get("tvm"), "target": target.name,
+            "tvm_target": versions.get("tvm_target"), "versions": versions,
+            "suite": suite.name, "suite_description": suite.description,
+            "pwbench": pwbench.__version__, "git_commit": env.git_commit(),
+            "utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "command": " ".join(["pwbench", *sys.argv[1:]])}
+
+
+def _report(kit, seconds) -> None:
+    from pwbench.cli import console
+    from pwbench.store import bundle
+
+    table = bundle.resource_table(kit)
+    if table["registers"].notna().any():  # GPU kernels: what each one uses on an SM
+        console.resources_summary(table, f"kernel resources ({kit.built_for.get('arch', '')}, "
+                                         f"{kit.dir / bundle.RESOURCES})")
+    built = [k for k in kit.kernels if not k.error]
+    size = sum(f.stat().st_size for f in kit.dir.rglob("*") if f.is_file())
+    per_kernel = sorted(seconds)
+    console.console.print(
+        f"bundle: {kit.dir} ({len(built)} of {len(kit.kernels)} kernels built, "
+        f"{size / 2**20:.2f} MiB); build seconds per kernel: median "
+        f"{per_kernel[len(per_kernel) // 2]:.2f} s, max {per_kernel[-1]:.2f} s, total "
+        f"{sum(per_kernel):.1f} s", highlight=False)
+    console.console.print(f"run it where the target is: pwbench run --target {kit.meta['target']} "
+                          f"--kernels {kit.dir}", highlight=False)
