@@ -60,12 +60,13 @@ def test_run_writes_a_complete_run_directory(tiny_suite, tmp_path):
     assert list(frame["layer"]) == ["pw", "dw"]
     assert list(frame["kind"]) == ["pointwise", "depthwise"]
     assert set(frame["batch"]) == {2} and set(frame["check"]) == {"passed"}
-    assert (frame["median_s"] > 0).all() and (frame["n_samples"] >= 7).all()
+    assert (frame["median_s"] > 0).all() and (frame["n_samples"] >= 7 * 3).all()
+    assert (frame["n_processes"] == 3).all() and meta["processes"] == 3  # the default
     assert (out / "records.csv").is_file()
 
 
 def test_default_output_goes_under_results(tiny_suite, tmp_path):
-    proc = pwbench("run", "--suite", tiny_suite, *FAST, cwd=tmp_path)
+    proc = pwbench("run", "--suite", tiny_suite, *FAST, "--processes", 1, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     (run,) = (tmp_path / "results").iterdir()
     assert run.name.endswith("_tiny_cpu") and (run / "records.parquet").is_file()
@@ -75,7 +76,9 @@ BAD_INPUT = {
     "unknown suite": (["run", "--suite", "nosuch"], "unknown suite 'nosuch'"),
     "unknown backend": (["run", "--backend", "torch,nosuch"], "unknown backend 'nosuch'"),
     "unknown target": (["run", "--target", "tpu"], "unknown target 'tpu'"),
-    "missing gpu": (["run", "--target", "cuda"], "no CUDA GPU"),
+    "missing gpu": (["run", "--target", "cuda"], "no CUDA GPU"),  # skipped where one is
+    "no processes": (["run", "--processes", "0"], "--processes must be at least 1"),
+    "lukewarm cache": (["run", "--cache", "lukewarm"], "--cache must be one of hot, cold"),
     "bad filter": (["run", "--filter", "kind =="], "bad --filter"),
     "empty filter": (["run", "--filter", "groups > 10000"], "selects none"),
     "bad batch": (["run", "--batch", "0"], "positive integer"),
@@ -86,6 +89,8 @@ BAD_INPUT = {
 
 @pytest.mark.parametrize("args, message", BAD_INPUT.values(), ids=BAD_INPUT.keys())
 def test_bad_input_is_one_clear_line_and_exit_2(args, message, tmp_path):
+    if "cuda" in args and shutil.which("nvidia-smi"):
+        pytest.skip("a GPU is visible here: --target cuda is not bad input")
     proc = pwbench(*args, "--output", tmp_path / "r") if args and args[0] == "run" else pwbench(*args)
     assert proc.returncode == 2
     assert message in proc.stderr
