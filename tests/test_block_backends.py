@@ -168,3 +168,22 @@ def test_a_run_measures_the_tuned_block_from_the_database(tuned, pwbench):
     row = pd.read_parquet(tmp / "run" / "records.parquet").iloc[0]
     assert (row["check"], row["tuning"], row["kind"]) == ("passed", "database", "separable")
     assert row["median_s"] > 0
+
+
+@pytest.mark.cli
+def test_tune_takes_blocks_through_relax_and_says_tvm_tuned_does_not(tuned, capsys, monkeypatch):
+    from pwbench import cli
+
+    for var in ("OMP_NUM_THREADS", "TVM_NUM_THREADS", "MKL_NUM_THREADS"):  # tune sets them
+        monkeypatch.setenv(var, "2")
+    tmp = tuned["tmp"]
+    (tmp / "sep_tune.toml").write_text(SUITE)
+    common = ["--suite", str(tmp / "sep_tune.toml"), "--threads", "2", "--trials", str(TRIALS),
+              "--tuning-dir", str(tmp / "db")]
+    assert cli.main(["tune", "--backend", "tvm-relax-tuned", *common]) == 0
+    out = capsys.readouterr().out
+    row = next(line for line in out.splitlines() if line.startswith("│ sep "))
+    assert row.rstrip(" │").endswith("database"), out  # tuned by the fixture already
+    assert cli.main(["tune", *common]) == 0
+    out = capsys.readouterr().out
+    assert "not tuned: a separable block (tune blocks with --backend tvm-relax-tuned)" in out

@@ -9,6 +9,8 @@ from collections import Counter
 
 import pytest
 
+from conftest import run_pwbench
+from pwbench import cli
 from pwbench.errors import UserError
 from pwbench.workloads import onnx_convs, suite_file, suites
 from pwbench.workloads.spec import ConvSpec
@@ -214,12 +216,12 @@ def test_builtin_network_suites_equal_what_torchvision_gives(model, suite, tmp_p
 
 @pytest.mark.cli
 @pytest.mark.skipif(not HAVE_TV, reason="needs torchvision: pip install -e '.[models]'")
-def test_from_torchvision_writes_the_suite_to_stdout(pwbench, tmp_path):
-    proc = pwbench("suite", "from-torchvision", "mobilenet_v2", "--batch", "4", "--size", "96")
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stderr.strip().endswith("52 convs as 30 layers (identical shapes folded with count); "
-                                        "none skipped")
-    (tmp_path / "m.toml").write_text(proc.stdout)
+def test_from_torchvision_writes_the_suite_to_stdout(tmp_path, capsys):
+    assert cli.main(["suite", "from-torchvision", "mobilenet_v2", "--batch", "4", "--size", "96"]) == 0
+    out, err = capsys.readouterr()
+    assert err.strip().endswith("52 convs as 30 layers (identical shapes folded with count); "
+                                "none skipped")
+    (tmp_path / "m.toml").write_text(out)
     suite = suites.load(str(tmp_path / "m.toml"))
     assert sum(s.count for s in suite.layers) == 52
     assert {s.batch for s in suite.layers} == {4} and suite.layers[0].height == 96
@@ -237,7 +239,9 @@ def test_from_torchvision_writes_the_suite_to_stdout(pwbench, tmp_path):
     ("unknown dim", "--dim Q: no graph input has such a symbolic dim (they have: H, N, W)"),
     ("unknown torchvision", "unknown torchvision classification model 'resnet5'; did you mean"),
 ])
-def test_bad_models_are_one_line_and_exit_2(case, says, tmp_path, pwbench):
+def test_bad_models_are_one_line_and_exit_2(case, says, tmp_path, capsys):
+    """In this process (cli.main, as the console script runs it): each case is one line, exit 2;
+    the console script itself is run on the first case."""
     from torch import nn
 
     good = _export(small_net(), (1, 3, 16, 16), tmp_path / "good.onnx")
@@ -253,12 +257,16 @@ def test_bad_models_are_one_line_and_exit_2(case, says, tmp_path, pwbench):
             "no convs": [_export(nn.ReLU(), (1, 3, 4, 4), tmp_path / "relu.onnx")],
             "only dynamic": [dynamic], "missing": [tmp_path / "nothing.onnx"],
             "bad dim": [good, "--dim", "H"], "unknown dim": [dynamic, "--dim", "Q=3"]}
-    if case == "unknown torchvision":
-        if not HAVE_TV:
-            pytest.skip("needs torchvision")
-        proc = pwbench("suite", "from-torchvision", "resnet5")
+    if case == "unknown torchvision" and not HAVE_TV:
+        pytest.skip("needs torchvision")
+    argv = (["suite", "from-torchvision", "resnet5"] if case == "unknown torchvision" else
+            ["suite", "from-onnx", *map(str, args[case])])
+    if case == "truncated":  # the installed console script, as a user types it
+        proc = run_pwbench(*argv)
+        code, out, err = proc.returncode, proc.stdout, proc.stderr
     else:
-        proc = pwbench("suite", "from-onnx", *args[case])
-    assert proc.returncode == 2 and proc.stdout == ""
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("pwbench: error: ") and says in lines[0], proc.stderr
+        code = cli.main(argv)
+        out, err = capsys.readouterr()
+    assert code == 2 and out == ""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("pwbench: error: ") and says in lines[0], err

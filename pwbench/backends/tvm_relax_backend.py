@@ -33,7 +33,7 @@ class Backend:
         self.target = target.tvm_target(options.threads)
 
     def versions(self) -> dict:
-        return compiler.versions() | {"tvm_target": compiler.target_string(self.target)}
+        return compiler.versions(self.target) | {"tvm_target": compiler.target_string(self.target)}
 
     def program(self, workload):
         why = torch_models.exportable(workload, self.name)
@@ -60,13 +60,15 @@ class TunedBackend(Backend):
     def __init__(self, target, options: Options = Options(), events=NoEvents()):
         """Opens (and checks) the tuning database before the first workload, as tvm-tuned does."""
         super().__init__(target, options, events)
-        self.db = database.Database(options.tuning_dir, self.target, target.fingerprint_facts())
+        self.db = database.Database(options.tuning_dir, self.target, target.tuning_facts())
         self.budget = database.Budget(options.trials, options.tune_minutes)
 
     def versions(self) -> dict:
         return super().versions() | {"tuning_database": str(self.db.dir)}
 
-    def build(self, workload) -> Built:
+    def tune(self, workload, on_progress=None):
+        """(database.Outcome, relax.Tuner): the workload tuned now, or taken from the database.
+        `pwbench tune --backend tvm-relax-tuned` calls this alone."""
         tuner = relax.Tuner(relax.fuse(self.program(workload), self.target), self.target)
 
         def progress(trials, best_s):
@@ -75,7 +77,11 @@ class TunedBackend(Backend):
                                  f"{trials}/{self.budget.trials} trials per task, estimate {best}")
 
         outcome = database.ensure_tuned(workload, self.db, self.budget, self.options.threads,
-                                        progress, tuner=tuner)
+                                        on_progress or progress, tuner=tuner)
+        return outcome, tuner
+
+    def build(self, workload) -> Built:
+        outcome, tuner = self.tune(workload)
         record = outcome.record
         columns = {"tuning": outcome.source, "tuning_trials": record.trials,
                    "tuning_s": record.tune_s, "tuning_tasks": len(tuner.tasks),
