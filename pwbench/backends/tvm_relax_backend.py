@@ -69,7 +69,7 @@ class TunedBackend(Backend):
     def tune(self, workload, on_progress=None):
         """(database.Outcome, relax.Tuner): the workload tuned now, or taken from the database.
         `pwbench tune --backend tvm-relax-tuned` calls this alone."""
-        tuner = relax.Tuner(relax.fuse(self.program(workload), self.target), self.target)
+        tuner = relax.Tuner(relax.fuse(self.program(workload), self.target), self.target, workload)
 
         def progress(trials, best_s):
             best = format_seconds(best_s if best_s < math.inf else math.nan)

@@ -41,32 +41,34 @@ def main(args) -> int:
     if not specs:
         raise UserError(f"--filter {args.filter!r} selects none of the "
                         f"{len(suite.layers)} layers of suite {suite.name}")
-    from pwbench.tvm_bridge import database
+    from pwbench.tvm_bridge import compiler, database
 
     if args.backend == "tvm-tuned":
         db = database.Database(args.tuning_dir, target.tvm_target(args.threads),
                                target.tuning_facts())
         budget = database.Budget(args.trials, args.tune_minutes)
         tune_one = functools.partial(_tune_layer, db=db, budget=budget, threads=args.threads)
+        key = compiler.key
     else:
         from pwbench.backends.base import Options
+        from pwbench.tvm_bridge import relax as relax_bridge
 
         relax = cls(target, Options(threads=args.threads, trials=args.trials,
                                     tune_minutes=args.tune_minutes, tuning_dir=args.tuning_dir))
-        db, budget = relax.db, relax.budget
+        db, budget, key = relax.db, relax.budget, relax_bridge.key
 
         def tune_one(spec, on_progress):
             return relax.tune(spec, on_progress)[0].source
     console.print(f"tuning database: {db.dir}")
     outcomes = {}
     try:
-        _tune_all(specs, db, budget, tune_one, outcomes)
+        _tune_all(specs, db, budget, tune_one, key, outcomes)
     except KeyboardInterrupt:
         console.print("[yellow]interrupted:[/] every finished batch is saved in the database; "
                       "run the same command again to continue")
-        _summary(specs, db, outcomes)
+        _summary(specs, db, key, outcomes)
         return 130
-    _summary(specs, db, outcomes)
+    _summary(specs, db, key, outcomes)
     return 0
 
 
@@ -79,7 +81,7 @@ def _tune_layer(spec, on_progress, db, budget, threads) -> str:
     return database.ensure_tuned(spec, db, budget, threads, on_progress).source
 
 
-def _tune_all(specs, db, budget, tune_one, outcomes) -> None:
+def _tune_all(specs, db, budget, tune_one, key, outcomes) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from pwbench.backends.base import Unsupported
@@ -90,7 +92,7 @@ def _tune_all(specs, db, budget, tune_one, outcomes) -> None:
                TimeElapsedColumn())
     with Progress(*columns, console=console) as progress:
         for spec in specs:
-            record = db.record(spec)
+            record = db.record(key(spec))
             task = progress.add_task(spec.label[:40], total=budget.trials,
                                      completed=min(record.trials if record else 0, budget.trials),
                                      best="-", left=_left(budget))
@@ -113,7 +115,7 @@ def _left(budget) -> str:
     return "" if left == math.inf else f"budget left {max(left, 0):.0f} s"
 
 
-def _summary(specs, db, outcomes) -> None:
+def _summary(specs, db, key, outcomes) -> None:
     from rich.table import Table
 
     from pwbench.cli.console import console
@@ -122,7 +124,7 @@ def _summary(specs, db, outcomes) -> None:
     for col in ("layer", "kind", "trials", "best (tuner)", "tuning time", "this run"):
         table.add_column(col)
     for spec in specs:
-        record = db.record(spec)
+        record = db.record(key(spec))
         best = min((c[2] for c in record.curve if c[2] is not None), default=math.nan) if record \
             else math.nan
         table.add_row(spec.label, spec.kind, str(record.trials if record else 0),

@@ -299,11 +299,17 @@ def _batch_callback(ms, on_batch):
     return BatchCallback()
 
 
+def key(spec) -> str:
+    """A TOPI layer's key in a tuning database's layers.json."""
+    return spec.id
+
+
 class LayerTuner:
     """What database.ensure_tuned needs to tune one conv's TOPI PrimFunc (tvm-tuned)."""
 
     def __init__(self, spec: ConvSpec, target: dict):
         self.spec, self.target = spec, target
+        self.key = key(spec)
 
     def tune(self, work_dir, trials: int, threads: int, on_batch) -> None:
         tune(self.spec, self.target, work_dir, trials, threads,

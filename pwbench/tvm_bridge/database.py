@@ -10,8 +10,9 @@ opened by a run whose fingerprint matches, and one that does not match is refuse
 
 Single layers (tvm-tuned: one TOPI PrimFunc, compiler.LayerTuner) and blocks or layers through
 Relax (tvm-relax-tuned: the fused PrimFuncs of a whole graph, relax.Tuner) share one database per
-fingerprint and one record format; `layers.json` is keyed by the workload id, and a Relax record's
-trials are trials per task.
+fingerprint and one record format. `layers.json` is keyed by the tuner's key: the workload id
+for a TOPI layer, `relax:<workload id>` through Relax (the same conv is a different PrimFunc
+there, so one record must not stand for the other), and a Relax record's trials are per task.
 """
 
 from __future__ import annotations
@@ -98,11 +99,11 @@ class Database:
             raise UserError(f"tuning database {path} is corrupted (unexpected content); "
                             "delete that directory to tune again") from None
 
-    def record(self, spec) -> LayerRecord | None:
-        return self.layers.get(spec.id)
+    def record(self, key: str) -> LayerRecord | None:
+        return self.layers.get(key)
 
-    def save(self, spec, record: LayerRecord) -> None:
-        self.layers[spec.id] = record
+    def save(self, key: str, record: LayerRecord) -> None:
+        self.layers[key] = record
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
             files.write_json(self.dir / FINGERPRINT, self.fingerprint, indent=1)
@@ -146,7 +147,7 @@ def ensure_tuned(spec, db: Database, budget: Budget, threads: int,
     database holds is used, and a layer it lacks is an error naming where to tune it. `tuner`
     tunes and compiles it (default: the single layer's TOPI PrimFunc)."""
     tuner = tuner or compiler.LayerTuner(spec, db.target)
-    record = db.record(spec)
+    record = db.record(tuner.key)
     if record and (record.trials >= budget.trials or cannot_measure):
         return Outcome("database", record, _best(db, spec, tuner))
     if cannot_measure:
@@ -171,7 +172,7 @@ def _best(db: Database, spec, tuner):
 
 def _tune(spec, db, budget, threads, record, on_progress, tuner) -> LayerRecord:
     db.dir.mkdir(parents=True, exist_ok=True)
-    db.save(spec, record)  # the fingerprint goes in before any record
+    db.save(tuner.key, record)  # the fingerprint goes in before any record
     start, base_trials, base_s = time.monotonic(), record.trials, record.tune_s
     best = min((c[2] for c in record.curve if c[2] is not None), default=math.inf)
     measured = record.curve[-1][0] if record.curve else 0
@@ -192,7 +193,7 @@ def _tune(spec, db, budget, threads, record, on_progress, tuner) -> LayerRecord:
             record.curve.append([measured, elapsed, best if best < math.inf else None])
         record.trials = base_trials + trials if trials is not None else record.trials + len(seconds)
         record.tune_s = elapsed
-        db.save(spec, record)
+        db.save(tuner.key, record)
         on_progress(record.trials, best)
         return not interrupted and budget.seconds_left > 0
 

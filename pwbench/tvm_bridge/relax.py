@@ -77,12 +77,17 @@ def compile_tuned(fused, target: dict, database):
     return compile_untuned(tuned, target), sum(s for _, s in funcs), len(funcs)
 
 
+def key(workload) -> str:
+    """A workload's key in a tuning database's layers.json when tuned through Relax."""
+    return f"relax:{workload.id}"
+
+
 class Tuner:
     """What database.ensure_tuned needs to tune a block (or a conv) through Relax: its tasks
     tuned into a database directory, and the best executable compiled from a database."""
 
-    def __init__(self, fused, target: dict):
-        self.fused, self.target = fused, target
+    def __init__(self, fused, target: dict, workload):
+        self.fused, self.target, self.key = fused, target, key(workload)
         ms = compiler.meta_schedule()
         self.tasks = ms.relax_integration.extract_tasks(fused, tvm.target.Target(target))
         if not self.tasks:
