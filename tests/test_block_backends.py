@@ -16,6 +16,7 @@ import pytest
 
 from pwbench import backends, targets
 from pwbench.backends.base import NoEvents, Options, Unsupported
+from pwbench.errors import UserError
 from pwbench.measure import verify
 from pwbench.workloads.blocks import Block
 from pwbench.workloads.spec import ConvSpec
@@ -188,3 +189,16 @@ def test_tune_takes_blocks_through_relax_and_says_tvm_tuned_does_not(tuned, caps
     assert cli.main(["tune", *common]) == 0
     out = capsys.readouterr().out
     assert "not tuned: a separable block (tune blocks with --backend tvm-relax-tuned)" in out
+
+
+def test_a_missing_onnxruntime_disables_only_that_backend_and_names_the_extra(monkeypatch):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda n, *a: None if n == "onnxruntime" else real(n, *a))
+    assert backends.unavailable_reason("onnxruntime") == \
+        "needs onnxruntime: pip install -e '.[models]'"
+    assert backends.unavailable_reason("torch") is None
+    with pytest.raises(UserError, match="backend onnxruntime is unavailable"):
+        backends.backend_class("onnxruntime", targets.resolve("cpu"))
+    with pytest.raises(UserError, match="backend tvm-relax does not run on target arm"):
+        backends.backend_class("tvm-relax", targets.resolve("arm"))
