@@ -202,3 +202,22 @@ def test_a_missing_onnxruntime_disables_only_that_backend_and_names_the_extra(mo
         backends.backend_class("onnxruntime", targets.resolve("cpu"))
     with pytest.raises(UserError, match="backend tvm-relax does not run on target arm"):
         backends.backend_class("tvm-relax", targets.resolve("arm"))
+
+
+@pytest.mark.skipif(not HAVE_RELAX, reason="needs tvm")
+def test_a_stopped_tuning_ends_quietly_and_any_other_error_still_raises():
+    """MetaSchedule turns an exception from a measure callback into a RuntimeError; the Stopper
+    swallows it only when it raised it itself (budget spent, Ctrl-C)."""
+    from pwbench.tvm_bridge.compiler import Stopper
+
+    def tuning(callback):
+        try:
+            callback()
+        except Exception as exc:  # what crossing TVM's FFI does to the callback's exception
+            raise RuntimeError(str(exc)) from None
+
+    stopper = Stopper()
+    stopper.run(tuning, stopper.stop)
+    assert stopper.stopped
+    with pytest.raises(RuntimeError, match="a real failure"):
+        Stopper().run(tuning, lambda: (_ for _ in ()).throw(ValueError("a real failure")))

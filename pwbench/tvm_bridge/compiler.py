@@ -240,11 +240,12 @@ def tune(spec: ConvSpec, target: dict, work_dir: Path, trials: int, threads: int
     measured seconds (None for a failed candidate) after every batch, and returns False to stop."""
     ms = meta_schedule()
     quiet_tuning_logs()  # every tune_tir resets the level to DEBUG: quiet it again each time
-    callback = _batch_callback(ms, on_batch)
+    stopper = Stopper()
+    callback = _batch_callback(ms, on_batch, stopper)
     mod = tvm.IRModule({"main": primfunc(spec)})
     strategy = ms.search_strategy.EvolutionarySearch(population_size=search.population,
                                                      genetic_num_iters=search.genetic_iters)
-    ms.tune_tir(mod, tvm.target.Target(target), str(work_dir), max_trials_global=trials,
+    stopper.run(ms.tune_tir, mod, tvm.target.Target(target), str(work_dir), max_trials_global=trials,
                 num_trials_per_iter=min(search.batch, trials), builder=local_builder(target),
                 runner=local_runner(search, target), strategy=strategy, cost_model="xgb",
                 measure_callbacks=[*ms.measure_callback.MeasureCallback.create("default"),
@@ -263,6 +264,28 @@ def build_cuda_candidate(mod, target, _params):
     cuda.NVCC.arch = str(target.attrs["arch"])
     mod = RemoveWeightLayoutRewriteBlock(skip_tensor_rewrite=True)(mod)
     return tvm.tirx.build(mod, target=target)
+
+
+class Stopper:
+    """Ends a tuning from a measure callback. MetaSchedule's own way, terminate_task, fails its
+    check when the task being joined is the one its scheduler terminates next (the joins after
+    its main loop ends), so the callback raises instead; the batch being joined is already in the
+    database (the default callbacks, AddToDatabase first, run before ours), and the error that
+    crosses TVM's FFI (a RuntimeError) is swallowed here only when it is this stop."""
+
+    def __init__(self):
+        self.stopped = False
+
+    def stop(self):
+        self.stopped = True
+        raise RuntimeError("pwbench stops this tuning (budget spent or interrupted)")
+
+    def run(self, tune, *args, **kwargs) -> None:
+        try:
+            tune(*args, **kwargs)
+        except Exception:
+            if not self.stopped:
+                raise
 
 
 def local_builder(target: dict):
@@ -289,12 +312,12 @@ def batch_seconds(runner_results) -> list:
             if r.error_msg is None and r.run_secs else None for r in runner_results]
 
 
-def _batch_callback(ms, on_batch):
+def _batch_callback(ms, on_batch, stopper: Stopper):
     @tvm.ir.utils.derived_object
     class BatchCallback(ms.measure_callback.PyMeasureCallback):
         def apply(self, task_scheduler, task_id, candidates, builder_results, runner_results):
             if not on_batch(batch_seconds(runner_results)):
-                task_scheduler.terminate_task(task_id)
+                stopper.stop()
 
     return BatchCallback()
 

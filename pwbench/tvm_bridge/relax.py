@@ -117,18 +117,16 @@ class Tuner:
                                                            genetic_num_iters=search.genetic_iters),
             num_threads=threads, seed=0)
         best, done = [math.inf] * len(contexts), [0] * len(contexts)
+        stopper = compiler.Stopper()  # stops every task (another task's batch in flight is lost)
 
-        def on_task_batch(scheduler, task_id, seconds):
+        def on_task_batch(task_id, seconds):
             done[task_id] += len(seconds)
             best[task_id] = min([best[task_id], *(s for s in seconds if s is not None)])
             estimate = sum(w * b for w, b in zip(weights, best))
-            if on_batch(seconds, estimate, min(done)):
-                return
-            for i, task in enumerate(scheduler.tasks_):  # stop them all, not just this one
-                if not task.is_terminated:
-                    scheduler.terminate_task(i)
+            if not on_batch(seconds, estimate, min(done)):
+                stopper.stop()
 
-        ms.tune_tasks(tasks=contexts, task_weights=weights, work_dir=str(work_dir),
+        stopper.run(ms.tune_tasks, tasks=contexts, task_weights=weights, work_dir=str(work_dir),
                       max_trials_global=trials * len(contexts), max_trials_per_task=trials,
                       num_trials_per_iter=batch,
                       builder=compiler.local_builder(self.target),
@@ -147,7 +145,7 @@ def _task_callback(ms, on_task_batch):
     @tvm.ir.utils.derived_object
     class TaskCallback(ms.measure_callback.PyMeasureCallback):
         def apply(self, task_scheduler, task_id, candidates, builder_results, runner_results):
-            on_task_batch(task_scheduler, task_id, compiler.batch_seconds(runner_results))
+            on_task_batch(task_id, compiler.batch_seconds(runner_results))
 
     return TaskCallback()
 
