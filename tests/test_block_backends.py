@@ -221,3 +221,20 @@ def test_a_stopped_tuning_ends_quietly_and_any_other_error_still_raises():
     assert stopper.stopped
     with pytest.raises(RuntimeError, match="a real failure"):
         Stopper().run(tuning, lambda: (_ for _ in ()).throw(ValueError("a real failure")))
+
+
+@pytest.mark.skipif(not HAVE_RELAX, reason="needs tvm")
+@pytest.mark.parametrize("tuning", [1, 2])
+def test_meta_schedules_logger_setup_survives_a_nameless_handler(tuning, tmp_path):
+    """Each tuning rebuilds MetaSchedule's loggers, listing their handlers by name; pytest hangs a
+    nameless capture handler on them after the first, and the second tuning of a process used to
+    fail there (test_tvm's tuning after this file's)."""
+    import logging
+
+    from tvm.s_tir.meta_schedule.logging import get_loggers_from_work_dir
+
+    from pwbench.tvm_bridge import compiler
+
+    logging.getLogger("tvm.s_tir.meta_schedule").addHandler(logging.NullHandler())  # nameless
+    compiler.quiet_tuning_logs()
+    get_loggers_from_work_dir(str(tmp_path), ["main"])

@@ -344,9 +344,19 @@ class LayerTuner:
 
 
 def quiet_tuning_logs() -> None:
-    """MetaSchedule logs every batch at INFO to stdout; pwbench shows its own progress."""
+    """MetaSchedule logs every batch at INFO to stdout; pwbench shows its own progress.
+
+    Before each tuning, MetaSchedule rebuilds its loggers (logging.dictConfig) listing the
+    handlers its global logger has *by name*; a nameless handler there makes that fail ("'NoneType'
+    object has no attribute 'format'"), so a second tuning in one process fails wherever someone
+    attached one: pytest does, to every non-propagating logger (its log capture). Nameless
+    handlers are dropped from MetaSchedule's loggers here; its own are named."""
     import logging
 
+    for name, logger in list(logging.root.manager.loggerDict.items()):
+        if name.startswith("tvm.s_tir.meta_schedule") and isinstance(logger, logging.Logger):
+            for handler in [h for h in logger.handlers if h.get_name() is None]:
+                logger.removeHandler(handler)
     logging.getLogger("tvm.s_tir.meta_schedule").setLevel(logging.WARNING)
     os.environ.setdefault("TVM_LOG_DEBUG", "0")
 
