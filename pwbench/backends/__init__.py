@@ -17,7 +17,7 @@ class BackendInfo:
     name: str
     module: str  # "package.module" defining `Backend`, or "package.module:ClassName"
     requires: tuple[str, ...]  # importable modules it needs
-    stack: str  # what a target must support for it: "torch" or "tvm"
+    stack: str  # what a target must support for it: "torch", "tvm", "onnxruntime", "tvm-relax"
     description: str
 
 
@@ -34,6 +34,24 @@ register(BackendInfo("tvm", "pwbench.backends.tvm_backend", ("tvm",), "tvm",
                      "Apache TVM, untuned: the TOPI compute with no schedule (serial loop nest)"))
 register(BackendInfo("tvm-tuned", "pwbench.backends.tvm_tuned_backend", ("tvm",), "tvm",
                      "Apache TVM tuned by MetaSchedule (--trials per layer), reusing tuning databases"))
+# Whole graphs (blocks, and single convs for their fusion gain), from the workload's ONNX export:
+register(BackendInfo("onnxruntime", "pwbench.backends.onnxruntime_backend",
+                     ("onnxruntime", "onnx", "torch"), "onnxruntime",
+                     "onnxruntime CPU session of the ONNX export: graph optimizations on (conv + "
+                     "bias + activation fused, weights packed once), --threads intra-op threads, "
+                     "sequential"))
+register(BackendInfo("tvm-relax", "pwbench.backends.tvm_relax_backend", ("tvm", "onnx", "torch"),
+                     "tvm-relax",
+                     "Apache TVM Relax, untuned: from_onnx + tvm.compile, whose CPU pipeline "
+                     "legalizes each op to its TOPI loop nest with no fusion and no schedule "
+                     "(serial, one thread)"))
+register(BackendInfo("tvm-relax-tuned", "pwbench.backends.tvm_relax_backend:TunedBackend",
+                     ("tvm", "onnx", "torch"), "tvm-relax",
+                     "Apache TVM Relax, legalized and fused, each fused PrimFunc tuned by "
+                     "MetaSchedule (--trials per task), reusing tuning databases"))
+
+# the optional-dependency group (pyproject extras) that brings each module
+EXTRAS = {"onnx": "models", "onnxruntime": "models", "torchvision": "models"}
 
 
 def unavailable_reason(name: str) -> str | None:
@@ -41,7 +59,8 @@ def unavailable_reason(name: str) -> str | None:
     info = REGISTRY[name]
     missing = [m for m in info.requires if importlib.util.find_spec(m) is None]
     if missing:
-        return f"needs {', '.join(missing)}: pip install -e '.[{','.join(missing)}]'"
+        extras = dict.fromkeys(EXTRAS.get(m, m) for m in missing)
+        return f"needs {', '.join(missing)}: pip install -e '.[{','.join(extras)}]'"
     return None
 
 

@@ -12,7 +12,8 @@ from pwbench.errors import UserError
 
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
-COMMANDS = ("run", "build", "tune", "list", "env", "peaks", "report", "compare", "history", "export")
+COMMANDS = ("run", "build", "tune", "list", "env", "peaks", "report", "compare", "history", "export",
+            "suite")
 
 
 class Parser(argparse.ArgumentParser):

@@ -1,7 +1,7 @@
 """`pwbench report RUN_DIR...`: latency tables, roofline charts, theory vs measured, tuning curves
 and hardware selection, written as files (Markdown/HTML/CSV tables, PNG/SVG figures) and linked
 from one offline index.html. Modules: runs (loading), tables, theory, selection, curves, costs,
-plots, html; this one puts them together."""
+fusion, plots, html; this one puts them together."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pwbench.errors import UserError
-from pwbench.report import costs, curves, html, runs, selection, tables, theory
+from pwbench.report import costs, curves, fusion, html, runs, selection, tables, theory
 
 __all__ = ["Built", "build", "costs"]
 
@@ -129,6 +129,8 @@ class _Writer:
         throttled = tables.throttled(run)
         if throttled:
             section.add(html.paragraph(throttled, "muted"))
+        if fusion.has_blocks(run):
+            section.add(self._fusion(run))
         if theory.has_pairs(run):
             section.add(self._theory(run))
         section.parts += self._tuning(run, baseline)
@@ -138,7 +140,7 @@ class _Writer:
         frame = theory.pairs(run)
         if frame.empty:
             return html.paragraph("Layers carry pairs, but no pair has both a factored and a full side.")
-        table = self._table(theory.table(frame), theory.COLUMNS, f"theory_{run.slug}",
+        table = self._table(theory.table(frame), theory.columns(frame), f"theory_{run.slug}",
                             f"Theory vs measured: {run.suite} on {run.label}",
                             "ratios are factored / full; FLOP saving kept = (1 - time ratio) / (1 - FLOP ratio)")
         paths = self.plots.theory_scatter(frame, f"Predicted FLOP ratio vs measured time ratio ({run.label})",
@@ -146,6 +148,20 @@ class _Writer:
         caption = ("Below the y = x line a factored block saves more time than FLOPs; above it, "
                    "less. Above y = 1 the factored block is slower than the full conv.")
         return table + html.notes(theory.summary(frame, run)) + self._figure(paths, caption)
+
+    def _fusion(self, run: runs.Run) -> str:
+        frame = fusion.gains(run)
+        if frame.empty:
+            return html.paragraph("Layers name blocks (part_of), but no block was measured whole.")
+        table = self._table(frame, fusion.COLUMNS, f"fusion_{run.slug}",
+                            f"Fusion gain: {run.suite} on {run.label}",
+                            "each block measured whole next to the sum of its convs measured alone "
+                            "on the same backend; gain = sum of the layers / the block")
+        paths = self.plots.fusion_bars(frame, f"Blocks whole vs their layers one by one ({run.label})",
+                                       self.out / "figures" / f"fusion_{run.slug}")
+        caption = ("Per block and backend: the block's median (solid) and the sum of its layers' "
+                   "medians (hatched). A shorter solid bar: the block gains from running as a unit.")
+        return table + html.notes(fusion.summary(frame)) + self._figure(paths, caption)
 
     def _tuning(self, run: runs.Run, baseline: str) -> list[str]:
         data = curves.read(run)

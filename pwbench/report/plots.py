@@ -18,7 +18,10 @@ from pwbench.report.runs import Run  # noqa: E402
 from pwbench.units import format_seconds  # noqa: E402
 
 KIND_COLOURS = {"pointwise": "#1f77b4", "depthwise": "#d62728", "full": "#2ca02c",
-                "grouped": "#9467bd"}
+                "grouped": "#9467bd",
+                # blocks (workloads/blocks.py), measured whole
+                "bottleneck": "#17becf", "inverted_residual": "#ff7f0e", "separable": "#e377c2",
+                "se": "#8c564b", "inception_branch": "#bcbd22"}
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 ROOF_COLOUR = "#444444"
 
@@ -116,7 +119,8 @@ def _kind_backend_legend(ax, kinds, markers: dict) -> None:
 
 # ---- theory vs measured ----------------------------------------------------------------------
 
-BLOCK_COLOURS = {"depthwise-separable": "#d62728", "bottleneck": "#1f77b4", "factored": "#7f7f7f"}
+BLOCK_COLOURS = {"depthwise-separable": "#d62728", "bottleneck": "#1f77b4", "factored": "#7f7f7f",
+                 "inverted_residual": "#ff7f0e", "inception_branch": "#bcbd22"}
 
 
 def theory_scatter(frame: pd.DataFrame, title: str, stem: Path) -> list[Path]:
@@ -168,7 +172,8 @@ def _screen_angle_xy(ax, lo: float, hi: float) -> float:
 
 def _short_pair(name: str) -> str:
     return (name.replace("mobilenetv2.features.", "mbv2.f")
-            .replace("efficientnet_b0.features.", "effb0.f").replace("resnet50.", "rn50."))
+            .replace("efficientnet_b0.features.", "effb0.f").replace("resnet50.", "rn50.")
+            .replace("inception_v3.", "incv3."))
 
 
 def _label_points(ax, xs, ys, texts, fontsize: float = 7) -> None:
@@ -192,6 +197,42 @@ def _label_points(ax, xs, ys, texts, fontsize: float = 7) -> None:
                     color="#333333", va="bottom",
                     arrowprops=dict(arrowstyle="-", lw=0.5, color="#999999", shrinkA=0, shrinkB=3)
                     if lift > 1.2 * fontsize else None)
+
+
+# ---- fusion gain -----------------------------------------------------------------------------
+
+def fusion_bars(frame: pd.DataFrame, title: str, stem: Path) -> list[Path]:
+    """Per block: for each backend the block's median and the sum of its layers' medians, side by
+    side on a log scale (backends differ by orders of magnitude: untuned vs tuned)."""
+    frame = frame.reset_index(drop=True)
+    backends = list(dict.fromkeys(frame["backend"]))
+    blocks = list(dict.fromkeys(frame["block"]))
+    colours = {b: plt.get_cmap("tab10")(i % 10) for i, b in enumerate(backends)}
+    fig, ax = plt.subplots(figsize=(9, 0.5 * len(blocks) * len(backends) + 1.8))
+    height = 0.8 / len(backends)
+    for i, block in enumerate(blocks):
+        for j, backend in enumerate(backends):
+            row = frame[(frame["block"] == block) & (frame["backend"] == backend)]
+            if row.empty:
+                continue
+            y = i + j * height
+            for value, offset, hatch in ((row["block_s"].iloc[0], 0.0, None),
+                                         (row["layers_s"].iloc[0], height / 2, "///")):
+                if np.isfinite(value):
+                    ax.barh(y + offset, value * 1e3, height=height / 2, color=colours[backend],
+                            hatch=hatch, edgecolor="white" if hatch is None else "black", lw=0.3)
+    ax.set_xscale("log")
+    _plain_log_ticks(ax.xaxis)
+    middle = ((len(backends) - 1) * height + height / 2) / 2  # of a block's bars
+    ax.set_yticks([i + middle for i in range(len(blocks))], [_short_pair(b) for b in blocks],
+                  fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("median (ms, log scale): solid = block whole, hatched = sum of its layers alone")
+    ax.set_title(title, loc="left")
+    ax.grid(True, axis="x", which="major", alpha=0.3)
+    ax.legend(handles=[Line2D([], [], ls="", marker="s", color=colours[b], label=b) for b in backends],
+              title="backend", fontsize=8, title_fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
+    return save(fig, stem)
 
 
 # ---- tuning curves ---------------------------------------------------------------------------

@@ -33,7 +33,10 @@ class Run:
 
     @property
     def backends(self) -> list[str]:
-        return list(dict.fromkeys(self.records["backend"]))
+        """In the order the run was asked for (rows of skipped workloads come first on disk)."""
+        found = list(dict.fromkeys(self.records["backend"]))
+        asked = [b for b in self.meta.get("backends") or [] if b in found]
+        return asked + [b for b in found if b not in asked]
 
 
 def slug(text: str) -> str:

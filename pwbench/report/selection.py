@@ -13,7 +13,7 @@ import pandas as pd
 from pwbench.errors import UserError
 from pwbench.report.costs import Costs
 from pwbench.report.runs import Run
-from pwbench.report.tables import weighted_total_s
+from pwbench.report.tables import counted, weighted_total_s
 
 
 def by_suite(runs: list[Run]) -> dict[str, list[Run]]:
@@ -50,7 +50,7 @@ def entries(runs: list[Run], costs: Costs) -> pd.DataFrame:
 
 
 def _entry(run: Run, backend: str, price_watts: dict) -> dict:
-    rec = run.records[run.records["backend"] == backend].drop_duplicates("layer")
+    rec = counted(run.records[run.records["backend"] == backend].drop_duplicates("layer"))
     latency = weighted_total_s(rec["median_s"], rec["count"])
     batch = int(rec["batch"].iloc[0])
     throughput = batch / latency if latency > 0 else math.nan

@@ -59,6 +59,14 @@ def _verdict(rows: pd.DataFrame) -> str:
     return ", ".join(f"{b}: {v}" for b, v in verdicts.items() if v != "passed")
 
 
+def counted(rows: pd.DataFrame) -> pd.DataFrame:
+    """The rows a network total adds up: not the layers of a block measured alone for its fusion
+    gain (`part_of`), whose work the block's own row already holds."""
+    if "part_of" not in rows.columns:
+        return rows
+    return rows[rows["part_of"].fillna("") == ""]
+
+
 def weighted_total_s(seconds: pd.Series, counts: pd.Series) -> float:
     """Sum of count x median; NaN when any layer was not timed (an incomplete network)."""
     if seconds.isna().any():
@@ -67,12 +75,16 @@ def weighted_total_s(seconds: pd.Series, counts: pd.Series) -> float:
 
 
 def _total_row(run: Run, table: pd.DataFrame, layers: pd.DataFrame, baseline: str) -> pd.Series:
+    alone = len(layers) - len(counted(layers))
+    layers = counted(layers)
     counts = layers["count"].astype(float)
     flops = float((layers["flops"] * counts).sum())
-    roof = run.records.drop_duplicates("layer").set_index("layer")["roofline_s"]
-    total = {"layer": TOTAL, "kind": "", "shape": f"{len(layers)} layers", "count": int(counts.sum())}
+    roof = run.records.drop_duplicates("layer").set_index("layer")["roofline_s"].reindex(layers.index)
+    shape = f"{len(layers)} layers" + (f" (not the {alone} measured alone for fusion gains)"
+                                       if alone else "")
+    total = {"layer": TOTAL, "kind": "", "shape": shape, "count": int(counts.sum())}
     for backend in run.backends:
-        seconds = weighted_total_s(table[f"{backend} median_s"], counts)
+        seconds = weighted_total_s(table.loc[layers.index, f"{backend} median_s"], counts)
         total[f"{backend} median_s"] = seconds
         total[f"{backend} gflops"] = flops / seconds / 1e9
         total[f"{backend} pct_of_roof"] = 100 * float((roof * counts).sum()) / seconds

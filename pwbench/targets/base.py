@@ -28,7 +28,7 @@ class Target:
     name: str = ""  # what the user typed: "cpu", "cuda", or a TVM target given in full
     description: str = ""
     torch_device: str | None = None  # None: PyTorch does not run kernels on this target
-    stacks: frozenset = frozenset()  # the software stacks that can target it: "torch", "tvm"
+    stacks: frozenset = frozenset()  # software stacks that can target it: "torch", "tvm", ...
     emulated: bool = False  # timings are meaningless (an emulator), numerics still count
     where: str = "this machine"  # where kernels run, in words
     min_warmup_ms: float = 0.0  # the shortest warm-up per kernel that lets this hardware settle

@@ -70,7 +70,9 @@ def memory_bytes() -> int | None:
 
 class HostCPU(Target):
     torch_device = "cpu"
-    stacks = frozenset({"torch", "tvm"})
+    # onnxruntime: its CPU execution provider; tvm-relax: Relax VM programs loaded on this CPU
+    # (GPU and board targets would need their own schedules and loaders: not built yet)
+    stacks = frozenset({"torch", "tvm", "onnxruntime", "tvm-relax"})
 
     def __init__(self, name: str = "cpu", tvm_given: str | None = None,
                  description: str = "the host CPU (x86 or ARM): PyTorch and TVM, built and run here"):

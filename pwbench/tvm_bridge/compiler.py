@@ -173,7 +173,8 @@ def x86_intrinsics_only() -> None:
     importlib.import_module(name + ".x86")
 
 
-def _ms():
+def meta_schedule():
+    """tvm.s_tir.meta_schedule, with only the x86 tensor intrinsics registered."""
     x86_intrinsics_only()
     from tvm.s_tir import meta_schedule
 
@@ -182,7 +183,7 @@ def _ms():
 
 def open_database(directory: Path):
     """The JSON database in a directory; a damaged file is a UserError naming it."""
-    ms = _ms()
+    ms = meta_schedule()
     try:
         return ms.database.JSONDatabase(work_dir=str(directory), module_equality="structural")
     except Exception as exc:  # TVM raises its own error types for a bad file
@@ -197,7 +198,7 @@ def best_schedule(database, spec: ConvSpec, target: dict):
     """The best *measured* schedule the database holds for this spec, or None. Records whose run
     failed (MetaSchedule keeps them with run_secs = 1e10, e.g. candidates of a tuning that could
     not run them) are skipped: a query would otherwise return an unmeasured schedule."""
-    _ms()
+    meta_schedule()
     mod = tvm.IRModule({"main": primfunc(spec)})
     if not database.has_workload(mod):
         return None
@@ -237,24 +238,16 @@ def tune(spec: ConvSpec, target: dict, work_dir: Path, trials: int, threads: int
     """MetaSchedule tune_tir for one spec into the database in work_dir (records are appended as
     measured, so an interrupted tuning keeps what it found). on_batch(results) gets the list of
     measured seconds (None for a failed candidate) after every batch, and returns False to stop."""
-    ms = _ms()
-    _quiet_tuning_logs()  # every tune_tir resets the level to DEBUG: quiet it again each time
-    callback = _batch_callback(ms, on_batch)
+    ms = meta_schedule()
+    quiet_tuning_logs()  # every tune_tir resets the level to DEBUG: quiet it again each time
+    stopper = Stopper()
+    callback = _batch_callback(ms, on_batch, stopper)
     mod = tvm.IRModule({"main": primfunc(spec)})
-    if is_gpu(target):  # the CUDA design space's rules use the tensor-core intrinsics
-        importlib.import_module("tvm.s_tir.tensor_intrin.cuda")  # 34-123 s, once per process
-        builder = ms.builder.LocalBuilder(f_build=build_cuda_candidate,
-                                          initializer=x86_intrinsics_only, timeout_sec=120)
-    else:
-        builder = ms.builder.LocalBuilder(initializer=x86_intrinsics_only, timeout_sec=60)
-    runner = ms.runner.LocalRunner(evaluator_config=ms.runner.EvaluatorConfig(
-        number=3, repeat=1, min_repeat_ms=50,
-        enable_cpu_cache_flush=search.cache_flush and not is_gpu(target)))
     strategy = ms.search_strategy.EvolutionarySearch(population_size=search.population,
                                                      genetic_num_iters=search.genetic_iters)
-    ms.tune_tir(mod, tvm.target.Target(target), str(work_dir), max_trials_global=trials,
-                num_trials_per_iter=min(search.batch, trials), builder=builder, runner=runner,
-                strategy=strategy, cost_model="xgb",
+    stopper.run(ms.tune_tir, mod, tvm.target.Target(target), str(work_dir), max_trials_global=trials,
+                num_trials_per_iter=min(search.batch, trials), builder=local_builder(target),
+                runner=local_runner(search, target), strategy=strategy, cost_model="xgb",
                 measure_callbacks=[*ms.measure_callback.MeasureCallback.create("default"),
                                    callback], num_tuning_cores=threads)
 
@@ -273,22 +266,97 @@ def build_cuda_candidate(mod, target, _params):
     return tvm.tirx.build(mod, target=target)
 
 
-def _batch_callback(ms, on_batch):
+class Stopper:
+    """Ends a tuning from a measure callback. MetaSchedule's own way, terminate_task, fails its
+    check when the task being joined is the one its scheduler terminates next (the joins after
+    its main loop ends), so the callback raises instead; the batch being joined is already in the
+    database (the default callbacks, AddToDatabase first, run before ours), and the error that
+    crosses TVM's FFI (a RuntimeError) is swallowed here only when it is this stop."""
+
+    def __init__(self):
+        self.stopped = False
+
+    def stop(self):
+        self.stopped = True
+        raise RuntimeError("pwbench stops this tuning (budget spent or interrupted)")
+
+    def run(self, tune, *args, **kwargs) -> None:
+        try:
+            tune(*args, **kwargs)
+        except Exception:
+            if not self.stopped:
+                raise
+
+
+def local_builder(target: dict):
+    """Builds candidates in worker processes that register only the x86 intrinsics (they import
+    this module by name: pwbench must be importable there, as it is once installed)."""
+    ms = meta_schedule()
+    if is_gpu(target):  # the CUDA design space's rules use the tensor-core intrinsics
+        importlib.import_module("tvm.s_tir.tensor_intrin.cuda")  # 34-123 s, once per process
+        return ms.builder.LocalBuilder(f_build=build_cuda_candidate,
+                                       initializer=x86_intrinsics_only, timeout_sec=120)
+    return ms.builder.LocalBuilder(initializer=x86_intrinsics_only, timeout_sec=60)
+
+
+def local_runner(search: SearchSettings, target: dict):
+    ms = meta_schedule()
+    return ms.runner.LocalRunner(evaluator_config=ms.runner.EvaluatorConfig(
+        number=3, repeat=1, min_repeat_ms=50,
+        enable_cpu_cache_flush=search.cache_flush and not is_gpu(target)))
+
+
+def batch_seconds(runner_results) -> list:
+    """Measured seconds of each candidate of a batch (mean of its repeats), None for a failure."""
+    return [float(np.mean([float(s) for s in r.run_secs]))
+            if r.error_msg is None and r.run_secs else None for r in runner_results]
+
+
+def _batch_callback(ms, on_batch, stopper: Stopper):
     @tvm.ir.utils.derived_object
     class BatchCallback(ms.measure_callback.PyMeasureCallback):
         def apply(self, task_scheduler, task_id, candidates, builder_results, runner_results):
-            seconds = [float(np.mean([float(s) for s in r.run_secs]))
-                       if r.error_msg is None and r.run_secs else None for r in runner_results]
-            if not on_batch(seconds):
-                task_scheduler.terminate_task(task_id)
+            if not on_batch(batch_seconds(runner_results)):
+                stopper.stop()
 
     return BatchCallback()
 
 
-def _quiet_tuning_logs() -> None:
-    """MetaSchedule logs every batch at INFO to stdout; pwbench shows its own progress."""
+def key(spec) -> str:
+    """A TOPI layer's key in a tuning database's layers.json."""
+    return spec.id
+
+
+class LayerTuner:
+    """What database.ensure_tuned needs to tune one conv's TOPI PrimFunc (tvm-tuned)."""
+
+    def __init__(self, spec: ConvSpec, target: dict):
+        self.spec, self.target = spec, target
+        self.key = key(spec)
+
+    def tune(self, work_dir, trials: int, threads: int, on_batch) -> None:
+        tune(self.spec, self.target, work_dir, trials, threads,
+             lambda seconds: on_batch(seconds, None, None))
+
+    def best(self, db):
+        """The best schedule the database holds, or None."""
+        return best_schedule(db.open_tvm(), self.spec, self.target)
+
+
+def quiet_tuning_logs() -> None:
+    """MetaSchedule logs every batch at INFO to stdout; pwbench shows its own progress.
+
+    Before each tuning, MetaSchedule rebuilds its loggers (logging.dictConfig) listing the
+    handlers its global logger has *by name*; a nameless handler there makes that fail ("'NoneType'
+    object has no attribute 'format'"), so a second tuning in one process fails wherever someone
+    attached one: pytest does, to every non-propagating logger (its log capture). Nameless
+    handlers are dropped from MetaSchedule's loggers here; its own are named."""
     import logging
 
+    for name, logger in list(logging.root.manager.loggerDict.items()):
+        if name.startswith("tvm.s_tir.meta_schedule") and isinstance(logger, logging.Logger):
+            for handler in [h for h in logger.handlers if h.get_name() is None]:
+                logger.removeHandler(handler)
     logging.getLogger("tvm.s_tir.meta_schedule").setLevel(logging.WARNING)
     os.environ.setdefault("TVM_LOG_DEBUG", "0")
 

@@ -7,6 +7,12 @@ A database is a directory holding MetaSchedule's JSON files plus pwbench's own t
 One database per fingerprint, under the tuning root (`--tuning-dir`, default
 <pwbench cache dir>/tuning): MetaSchedule's lookup ignores the target, so a database is only ever
 opened by a run whose fingerprint matches, and one that does not match is refused, never applied.
+
+Single layers (tvm-tuned: one TOPI PrimFunc, compiler.LayerTuner) and blocks or layers through
+Relax (tvm-relax-tuned: the fused PrimFuncs of a whole graph, relax.Tuner) share one database per
+fingerprint and one record format. `layers.json` is keyed by the tuner's key: the workload id
+for a TOPI layer, `relax:<workload id>` through Relax (the same conv is a different PrimFunc
+there, so one record must not stand for the other), and a Relax record's trials are per task.
 """
 
 from __future__ import annotations
@@ -22,7 +28,6 @@ from pathlib import Path
 from pwbench import env, files
 from pwbench.tvm_bridge import compiler
 from pwbench.errors import UserError
-from pwbench.workloads.spec import ConvSpec
 
 FINGERPRINT, LAYERS = "fingerprint.json", "layers.json"
 
@@ -94,11 +99,11 @@ class Database:
             raise UserError(f"tuning database {path} is corrupted (unexpected content); "
                             "delete that directory to tune again") from None
 
-    def record(self, spec: ConvSpec) -> LayerRecord | None:
-        return self.layers.get(spec.id)
+    def record(self, key: str) -> LayerRecord | None:
+        return self.layers.get(key)
 
-    def save(self, spec: ConvSpec, record: LayerRecord) -> None:
-        self.layers[spec.id] = record
+    def save(self, key: str, record: LayerRecord) -> None:
+        self.layers[key] = record
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
             files.write_json(self.dir / FINGERPRINT, self.fingerprint, indent=1)
@@ -107,10 +112,11 @@ class Database:
             raise UserError(f"cannot write the tuning database {self.dir}: "
                             f"{exc.strerror or exc}; give another --tuning-dir") from None
 
-    def schedule(self, spec: ConvSpec):
+    def open_tvm(self):
+        """MetaSchedule's JSON database in this directory (reopened after tuning appended to it)."""
         if self.tvm_db is None:
             self.tvm_db = compiler.open_database(self.dir)
-        return compiler.best_schedule(self.tvm_db, spec, self.target)
+        return self.tvm_db
 
 
 class Budget:
@@ -129,18 +135,21 @@ class Budget:
 class Outcome:
     source: str  # "database" or "tuned"
     record: LayerRecord
-    schedule: object
+    schedule: object  # what the tuner's best() gave: a schedule, or a Relax executable
 
 
-def ensure_tuned(spec: ConvSpec, db: Database, budget: Budget, threads: int,
-                 on_progress=lambda trials, best_s: None, cannot_measure: str | None = None) -> Outcome:
-    """The layer's best schedule: from the database when it holds the trials asked for, else
+def ensure_tuned(spec, db: Database, budget: Budget, threads: int,
+                 on_progress=lambda trials, best_s: None, cannot_measure: str | None = None,
+                 tuner=None) -> Outcome:
+    """The workload's best schedule: from the database when it holds the trials asked for, else
     tuned now (continuing from what it holds). Ctrl-C ends the current batch, saves, re-raises.
     `cannot_measure` says why candidates cannot be measured here (no GPU): then what the
-    database holds is used, and a layer it lacks is an error naming where to tune it."""
-    record = db.record(spec)
+    database holds is used, and a layer it lacks is an error naming where to tune it. `tuner`
+    tunes and compiles it (default: the single layer's TOPI PrimFunc)."""
+    tuner = tuner or compiler.LayerTuner(spec, db.target)
+    record = db.record(tuner.key)
     if record and (record.trials >= budget.trials or cannot_measure):
-        return Outcome("database", record, _schedule(db, spec))
+        return Outcome("database", record, _best(db, spec, tuner))
     if cannot_measure:
         raise RuntimeError(f"tuning database {db.dir} holds no schedule for this layer, and it "
                            f"cannot be tuned here, since tuning measures candidates on the target "
@@ -148,41 +157,49 @@ def ensure_tuned(spec: ConvSpec, db: Database, budget: Budget, threads: int,
                            "('pwbench tune') and give that database with --tuning-dir")
     if budget.seconds_left <= 0:
         if record:
-            return Outcome("database", record, _schedule(db, spec))
+            return Outcome("database", record, _best(db, spec, tuner))
         raise RuntimeError("the --tune-minutes budget was spent before this layer was tuned")
-    record = _tune(spec, db, budget, threads, record or LayerRecord(), on_progress)
-    return Outcome("tuned", record, _schedule(db, spec))
+    record = _tune(spec, db, budget, threads, record or LayerRecord(), on_progress, tuner)
+    return Outcome("tuned", record, _best(db, spec, tuner))
 
 
-def _schedule(db: Database, spec: ConvSpec):
-    schedule = db.schedule(spec)
-    if schedule is None:
+def _best(db: Database, spec, tuner):
+    best = tuner.best(db)
+    if best is None:
         raise RuntimeError(f"tuning database {db.dir} holds no valid schedule for {spec.id}")
-    return schedule
+    return best
 
 
-def _tune(spec, db, budget, threads, record, on_progress) -> LayerRecord:
+def _tune(spec, db, budget, threads, record, on_progress, tuner) -> LayerRecord:
     db.dir.mkdir(parents=True, exist_ok=True)
-    db.save(spec, record)  # the fingerprint goes in before any record
+    db.save(tuner.key, record)  # the fingerprint goes in before any record
     start, base_trials, base_s = time.monotonic(), record.trials, record.tune_s
-    best = min((c[2] for c in record.curve), default=math.inf)
+    best = min((c[2] for c in record.curve if c[2] is not None), default=math.inf)
+    measured = record.curve[-1][0] if record.curve else 0
     interrupted = []
 
-    def on_batch(seconds):
-        nonlocal best
+    def on_batch(seconds, best_s=None, trials=None):
+        """best_s: the tuner's own estimate (a block's: the sum over its tasks of weight x best),
+        else the best candidate so far; trials: the tuner's count (a block's: the fewest any
+        task has had), else one per candidate. The curve has one point per candidate."""
+        nonlocal best, measured
         elapsed = base_s + time.monotonic() - start
+        if best_s is not None:
+            best = best_s
         for s in seconds:
-            record.trials += 1
-            best = min(best, s) if s is not None else best
-            record.curve.append([record.trials, elapsed, best if best < math.inf else None])
+            measured += 1
+            if best_s is None and s is not None:
+                best = min(best, s)
+            record.curve.append([measured, elapsed, best if best < math.inf else None])
+        record.trials = base_trials + trials if trials is not None else record.trials + len(seconds)
         record.tune_s = elapsed
-        db.save(spec, record)
+        db.save(tuner.key, record)
         on_progress(record.trials, best)
         return not interrupted and budget.seconds_left > 0
 
     previous = signal.signal(signal.SIGINT, lambda *_: interrupted.append(True))
     try:
-        compiler.tune(spec, db.target, db.dir, budget.trials - base_trials, threads, on_batch)
+        tuner.tune(db.dir, budget.trials - base_trials, threads, on_batch)
     finally:
         signal.signal(signal.SIGINT, previous)
     db.tvm_db = None  # reopen: the tuner appended records
@@ -191,7 +208,7 @@ def _tune(spec, db, budget, threads, record, on_progress) -> LayerRecord:
     return record
 
 
-def curve_rows(spec: ConvSpec, backend: str, target: str, record: LayerRecord) -> list[dict]:
+def curve_rows(spec, backend: str, target: str, record: LayerRecord) -> list[dict]:
     """Rows of tuning_curves.csv (columns in results/README.md)."""
     return [{"spec_id": spec.id, "layer": spec.label, "backend": backend, "target": target,
              "trial": trial, "elapsed_s": elapsed, "best_s": best}

@@ -2,7 +2,9 @@
 
 A measuring worker imports this module with TVM_USE_RUNTIME_LIB=1 (and the torch DLPack add-on
 off), so it loads libtvm_runtime, not the 253 MB compiler; that is also all a GPU box or a board
-needs to run a kernel bundle (scripts/make_tvm_runtime.py makes such a TVM).
+needs to run a kernel bundle (scripts/make_tvm_runtime.py makes such a TVM). A Relax executable
+exported with `export_library` loads the same way: the Relax VM (`tvm.runtime.vm.VirtualMachine`)
+is part of libtvm_runtime, and `tvm.relax` (the compiler side) is never imported here.
 
 CUDA: in runtime-only mode `import tvm` does not load tvm/lib/libtvm_runtime_cuda.so (the CUDA
 device API and the loader of CUDA modules), so `enable_cuda` loads it. A CUDA kernel's buffers are
@@ -24,6 +26,7 @@ import tvm
 
 from pwbench.backends.base import CudaEventClock, HostClock
 from pwbench.tvm_bridge import layouts
+from pwbench.workloads.blocks import Block
 from pwbench.workloads.spec import ConvSpec
 
 # what a process that only runs exported kernels sets before `import tvm`
@@ -156,3 +159,42 @@ def set_threads(threads: int) -> None:
     config = tvm.get_global_func("runtime.config_threadpool", True)
     if config is not None:
         config(0, threads)  # affinity mode 0: big cores, as the default
+
+
+class RelaxKernel:
+    """A Relax VM program over input tensors allocated once: `main(x)` for a block (its weights
+    are constants in the program), `main(x, weight)` for a conv. Each call returns a new output
+    tensor from the VM's pooled allocator (no system allocation once warm)."""
+
+    exact = True  # TOPI's direct convs, no Winograd: exact inputs must match bit for bit
+
+    def __init__(self, workload, function, device):
+        self.workload, self.fn = workload, function
+        shapes = [workload.input_shape] + ([] if isinstance(workload, Block) else [workload.weight_shape])
+        self.args = [tvm.runtime.empty(shape, "float32", device) for shape in shapes]
+        self.out = None
+        self.clock = HostClock(self)
+
+    def load(self, *arrays: np.ndarray) -> None:
+        for tensor, array in zip(self.args, arrays, strict=True):
+            tensor.copyfrom(np.ascontiguousarray(array, np.float32))
+
+    def __call__(self) -> None:
+        self.out = self.fn(*self.args)
+
+    def result(self) -> np.ndarray:
+        return self.out.numpy()
+
+    def inputs(self) -> tuple:
+        return tuple(t.numpy() for t in self.args)
+
+
+def load_relax_kernel(workload, library: str, threads: int) -> RelaxKernel:
+    """The Relax program in an exported library, in a VM on this machine's CPU."""
+    from tvm.runtime.vm import VirtualMachine
+
+    set_threads(threads)
+    vm = VirtualMachine(tvm.runtime.load_module(str(Path(library))), tvm.cpu(0))
+    kernel = RelaxKernel(workload, vm["main"], tvm.cpu(0))
+    kernel.vm = vm  # the function lives as long as its VM
+    return kernel

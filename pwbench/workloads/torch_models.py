@@ -4,10 +4,16 @@ NumPy, with the same weights."""
 
 from __future__ import annotations
 
+import io
+import warnings
+
 import torch
 from torch import nn
 
 from pwbench.workloads.blocks import Block
+from pwbench.workloads.spec import ConvSpec
+
+ONNX_OPSET = 17
 
 ACTIVATIONS = {"relu": nn.ReLU, "relu6": nn.ReLU6, "silu": nn.SiLU, "sigmoid": nn.Sigmoid,
                "": nn.Identity}
@@ -46,3 +52,38 @@ class BlockModule(nn.Module):
         if self.block.kind == "bottleneck":
             return torch.relu(y + (self.shortcut(x) if self.shortcut is not None else x))
         return y + x if self.block.residual else y
+
+
+def module(workload) -> nn.Module:
+    """A block's module with its weights, or a conv's (bias-free, zero weight: its kernels are
+    loaded with the weight they are checked and timed with)."""
+    if isinstance(workload, Block):
+        return BlockModule(workload)
+    return conv_module(workload)
+
+
+def onnx_model(workload) -> bytes:
+    """The workload's module exported to ONNX with static shapes: input `x` (logical NCHW), output
+    `y`; a conv's weight is the initializer `weight`. The TorchScript exporter (dynamo=False)
+    needs only the onnx package; dynamo=True would need onnxscript."""
+    if workload.layout != "NCHW" or workload.dtype != "float32":
+        raise ValueError("ONNX exports are made for float32 NCHW workloads only")
+    buffer = io.BytesIO()
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # "legacy TorchScript-based ONNX export" is the point
+        torch.onnx.export(module(workload).eval(), (torch.zeros(workload.input_shape),), buffer,
+                          dynamo=False, opset_version=ONNX_OPSET, input_names=["x"],
+                          output_names=["y"], do_constant_folding=False)
+    return buffer.getvalue()
+
+
+def exportable(workload, backend: str) -> str | None:
+    """Why a backend that runs the ONNX export cannot run this workload, or None."""
+    if workload.layout != "NCHW":
+        return (f"{backend} runs ONNX graphs, which are NCHW: an NHWC workload would time "
+                "layout transposes, not the conv")
+    if workload.dtype != "float32":
+        return f"{backend} runs float32 exports; this workload is {workload.dtype}"
+    if not isinstance(workload, (Block, ConvSpec)):
+        return f"{backend} runs blocks and convs, not {type(workload).__name__}"
+    return None
