@@ -34,7 +34,9 @@ def main(args) -> int:
     from pwbench.tvm_bridge import database
 
     db = database.Database(args.tuning_dir, target.tvm_target(args.threads), target.fingerprint_facts())
-    budget = database.Budget(args.trials, args.tune_minutes)
+    from pwbench.cli.options import TRIALS
+
+    budget = database.Budget(args.trials or TRIALS, args.tune_minutes)
     console.print(f"tuning database: {db.dir}")
     outcomes = {}
     try:

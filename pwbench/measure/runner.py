@@ -48,6 +48,10 @@ class RunConfig:
     trials: int = 64  # tvm-tuned: MetaSchedule trials per layer
     tune_minutes: float | None = None  # tvm-tuned: tuning budget for the whole suite
     tuning_dir: Path | None = None  # tvm-tuned: tuning database root (default: the cache dir)
+    spaces: tuple[str, ...] = ("structured",)  # tvm-tuned: design spaces
+    tuning_mode: str = "suite"  # tvm-tuned: suite-wide or layer-at-a-time tuning
+    blocked: bool = True  # tvm-tuned: also the blocked end-to-end variant
+    optional: tuple[str, ...] = ()  # backends left out with a note when unavailable here
 
 
 class Watcher(Protocol):
@@ -105,15 +109,22 @@ def plan(config: RunConfig, events=Quiet()) -> Plan:
         raise UserError(f"--filter {config.filter!r} selects none of the {len(suite.layers)} "
                         f"layers of suite {suite.name}")
     _check_memory(specs)
-    classes = {name: backends.backend_class(name, target) for name in config.backends}
+    warnings = []
+    classes = {}
+    for name in config.backends:
+        reason = backends.unavailable_reason(name) if name in config.optional else None
+        if reason:  # a default backend this machine lacks: said once, the run goes on
+            warnings.append(f"{name} is unavailable here ({reason}); running without it")
+            continue
+        classes[name] = backends.backend_class(name, target)
     targets.require_runnable(target)
     output = config.output or results.default_dir(suite.name, target.name)
     options = Options(threads=config.threads, work_dir=output / ".work", trials=config.trials,
-                      tune_minutes=config.tune_minutes, tuning_dir=config.tuning_dir)
+                      tune_minutes=config.tune_minutes, tuning_dir=config.tuning_dir,
+                      spaces=config.spaces, tuning_mode=config.tuning_mode, blocked=config.blocked)
     # e.g. open a tuning database: a bad one fails here, once
     made = {name: cls(target, options, events) for name, cls in classes.items()}
     given = peaks.load_file(config.peaks_file) if config.peaks_file else None
-    warnings = []
     if config.threads > (os.cpu_count() or 1):
         warnings.append(f"--threads {config.threads} is more than this machine's "
                         f"{os.cpu_count()} cores: threads will share cores and times will be noisy")
@@ -195,12 +206,14 @@ def _build_all(p: Plan, writer, watch) -> tuple[list[workers.Job], dict]:
     """Every kernel built here, in this process (tuning included); a kernel that cannot be built
     is an error row and the run goes on. Returns the jobs and the line columns of each."""
     jobs, lines = [], {}
+    _prepare_all(p, watch)
     watch.stage(f"building {len(p.shapes) * len(p.backends)} kernels", len(p.shapes) * len(p.backends))
     for spec in p.shapes:
         for name, backend in p.backends.items():
             watch.progress(f"building {spec.label[:40]} [{name}]")
             try:
                 built = backend.build(spec)
+                built = built if isinstance(built, list) else [built]
             except (KeyboardInterrupt, UserError):
                 raise
             except Unsupported as exc:  # not this backend's kind of workload: said, not failed
@@ -215,13 +228,32 @@ def _build_all(p: Plan, writer, watch) -> tuple[list[workers.Job], dict]:
                     writer.add(line | layer.describe())
                 watch.step(f"{spec.label} [{name}]", line)
                 continue
-            writer.add_curve(built.curve)
-            for note in built.notes:
-                watch.note(f"{spec.label} [{name}]: {note}")
-            jobs.append(workers.Job((spec.id, name), spec, built.make, "", built.runtime_env))
-            lines[(spec.id, name)] = _line(spec, name, built, p)
+            for one in built:
+                writer.add_curve(one.curve)
+                shown = f"{name} {one.variant}".strip()
+                for note in one.notes:
+                    watch.note(f"{spec.label} [{shown}]: {note}")
+                key = (spec.id, name, one.variant)
+                jobs.append(workers.Job(key, spec, one.make, "", one.runtime_env))
+                lines[key] = _line(spec, name, one, p)
             watch.step(f"{spec.label} [{name}]")
     return jobs, lines
+
+
+def _prepare_all(p: Plan, watch) -> None:
+    """Backends that work on the whole run at once (suite-wide tuning) do it before any build;
+    one that fails there builds (and tunes) layer by layer instead."""
+    for name, backend in p.backends.items():
+        if not hasattr(backend, "prepare"):
+            continue
+        watch.progress(f"preparing {len(p.shapes)} workloads [{name}]")
+        try:
+            backend.prepare(p.shapes)
+        except (KeyboardInterrupt, UserError):
+            raise
+        except Exception as exc:
+            watch.note(f"[{name}] preparing the suite failed ({workers.describe_error(exc)}); "
+                       "building layer by layer")
 
 
 def _measure_all(p: Plan, jobs: list[workers.Job], lines: dict, writer, watch) -> None:
