@@ -98,7 +98,8 @@ class Backend:
     def _built(self, spec: ConvSpec, outcome: database.Outcome) -> Built:
         record, plan, task = outcome.record, outcome.plan, outcome.task
         columns = {"tuning": outcome.source, "tuning_trials": record.trials,
-                   "tuning_s": record.tune_s, "tuning_mode": self.options.tuning_mode,
+                   "tuning_s": record.tune_s, "tuning_wall_s": record.wall_s,
+                   "tuning_mode": self.options.tuning_mode,
                    "space": plan.space, "space_note": plan.reason, "tvm_layout": spec.layout}
         executable = compiler.compile_scheduled(self.target, outcome.schedule)
         packing = None
@@ -120,7 +121,8 @@ class Backend:
         structure = spaces.Structure(structure.unroll_kw, "direct", "stage")
         executable = compiler.compile_scheduled(self.target, spaces.fixed(task, structure, reg_n))
         columns = {"tuning": outcome.source, "tuning_trials": outcome.record.trials,
-                   "tuning_s": outcome.record.tune_s, "tuning_mode": self.options.tuning_mode,
+                   "tuning_s": outcome.record.tune_s, "tuning_wall_s": outcome.record.wall_s,
+                   "tuning_mode": self.options.tuning_mode,
                    "space": "structured", "space_note": "", "tvm_layout": spaces.BLOCKED,
                    "knobs": _knobs(task, structure, reg_n)}
         packing = layouts.Packing(spaces.BLOCKED, task.ic_bn, task.oc_bn)

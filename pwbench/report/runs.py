@@ -33,7 +33,13 @@ class Run:
 
     @property
     def backends(self) -> list[str]:
-        return list(dict.fromkeys(self.records["backend"]))
+        """What the run compares: each backend, named with its variant when it has one
+        (`tvm-tuned structured`, `tvm-tuned structured-blocked`): the `kernel` column."""
+        return list(dict.fromkeys(self.records["kernel"]))
+
+    @property
+    def layouts(self) -> list[str]:
+        return list(dict.fromkeys(self.records["layout"])) if "layout" in self.records else []
 
 
 def slug(text: str) -> str:
@@ -53,8 +59,11 @@ def _load_one(directory: Path, given) -> Run:
     if run.records["suite"].nunique() != 1:
         raise UserError(f"{directory}: records from several suites in one run")
     peaks = given or _recorded_peaks(directory, run.meta)
-    return Run(directory, run.meta, roofline.add_columns(run.records, peaks), peaks,
-               _label(run.meta, run.records), run.warnings)
+    records = roofline.add_columns(run.records, peaks)
+    variant = records["variant"].fillna("") if "variant" in records else ""
+    records["kernel"] = records["backend"] + (" " + variant).str.rstrip() if "variant" in records \
+        else records["backend"]
+    return Run(directory, run.meta, records, peaks, _label(run.meta, records), run.warnings)
 
 
 def _recorded_peaks(directory: Path, meta: dict):

@@ -79,6 +79,8 @@ class Database:
         self.dir = database_dir(root or default_root(), self.fingerprint)
         self._check_fingerprint()
         self.layers = self._read_layers()
+        for name in ("database_workload.json", "database_tuning_record.json"):
+            _check_json_lines(self.dir / name)
         self.tvm_db = compiler.open_database(self.dir) if self.layers else None
 
     def _check_fingerprint(self) -> None:
@@ -177,7 +179,7 @@ def ensure_tuned(spec: ConvSpec, db: Database, budget: Budget, threads: int,
     record = db.record(spec, plan.space)
     if not _enough(record, budget):
         if budget.seconds_left <= 0:
-            if not record:
+            if not record and plan.space == "default":  # (structured: its first point, untuned)
                 raise RuntimeError("the --tune-minutes budget was spent before this layer was tuned")
         else:
             _tune(db, [(spec, plan)], budget, threads, lambda key, trials, best: on_progress(trials, best))
@@ -308,6 +310,21 @@ def curve_rows(spec: ConvSpec, backend: str, target: str, record: LayerRecord,
     return [{"spec_id": spec.id, "layer": spec.label, "backend": backend, "target": target,
              "trial": trial, "elapsed_s": elapsed, "best_s": best, "variant": variant}
             for trial, elapsed, best in record.curve if best is not None]
+
+
+def _check_json_lines(path: Path) -> None:
+    """MetaSchedule's files are JSON lines; TVM skips a line cut short (a crash mid-write, a
+    partial copy) without a word, which would silently drop records: refuse the database."""
+    if not path.exists():
+        return
+    try:
+        lines = path.read_text().splitlines()
+        for line in lines:
+            if line.strip():
+                json.loads(line)
+    except (OSError, ValueError) as exc:
+        raise UserError(f"tuning database file {path} is corrupted ({exc}); "
+                        "delete that directory to tune again") from None
 
 
 def _read_json(path: Path):

@@ -80,17 +80,25 @@ class Tuner:
     def tune(self, tasks: list[TaskDef], trials: int, on_batch, seed: int = 0,
              batch: int | None = None, stop=lambda: False) -> None:
         """Tune the task set for `trials` trials in all into the JSON database in work_dir
-        (records are appended as measured). on_batch(key, seconds, batch_s) after each batch:
+        (records are appended as measured); `batch`: the trials each layer has (rounds and the
+        evolutionary population are sized to it). on_batch(key, seconds, batch_s) after each batch:
         the measured seconds (None for a failed candidate) and the seconds its candidates took
         to build and run; it returns False to stop the task set. stop() is asked before every
         round of an enumerated task (a deadline: the task scheduler's first round over every
         task happens before any on_batch)."""
         ms, s = self.ms, self.settings
-        batch = min(batch or s.batch, s.batch)  # evolutionary tasks' round (enumerate: TaskDef.batch)
+        per_layer = batch or s.batch  # the trials each layer has: rounds no larger than that
+        batch = min(per_layer, s.batch)  # evolutionary tasks' round (enumerate: TaskDef.batch)
+        # a population far above what can be measured is search time spent on nothing:
+        # 8 per trial of a layer, MetaSchedule's 512 from 64 trials on
+        population = min(s.population, max(64, 8 * per_layer))
         builder, runner = self._workers()
         os.makedirs(self.work_dir, exist_ok=True)
         database = compiler.open_database(self.work_dir)
         names = [t.name for t in tasks]
+        for handler in logging.getLogger("tvm.s_tir.meta_schedule").handlers:
+            if handler.get_name() is None:  # MetaSchedule formats every handler's name
+                handler.set_name(f"pwbench.handler{id(handler)}")
         loggers = ms.logging.get_loggers_from_work_dir(self.work_dir, names)
         _quiet()
         # XGBoost learns for the default space's evolutionary search. A set of structured spaces
@@ -108,7 +116,7 @@ class Tuner:
             if task.strategy == "enumerate":
                 return enumeration(ms, model, task.batch or s.enum_batch,
                                    lambda: stopped or stop())
-            return ms.search_strategy.EvolutionarySearch(population_size=s.population,
+            return ms.search_strategy.EvolutionarySearch(population_size=population,
                                                          genetic_num_iters=s.genetic_iters)
 
         contexts = [ms.TuneContext(mod=t.mod, target=tvm.target.Target(self.target),
@@ -141,7 +149,7 @@ def here_builder(ms):
     compiles in about 0.1 s."""
     import tempfile
 
-    from tvm.s_tir.meta_schedule.builder import local_builder
+    from tvm.s_tir.transform import RemoveWeightLayoutRewriteBlock
 
     @tvm.ir.utils.derived_object
     class HereBuilder(ms.builder.PyBuilder):
@@ -159,7 +167,8 @@ def here_builder(ms):
                 # one directory each: RemoveBuildArtifact deletes the artifact's directory
                 path = os.path.join(tempfile.mkdtemp(dir=self.dir), "candidate.so")
                 try:
-                    local_builder.default_build(b.mod, b.target, None).export_library(path)
+                    mod = RemoveWeightLayoutRewriteBlock(skip_tensor_rewrite=True)(b.mod)
+                    tvm.compile(mod, target=b.target).export_library(path)  # as default_build
                     results.append(ms.builder.BuilderResult(path, None))
                 except Exception as exc:  # a candidate that does not compile is a failed trial
                     results.append(ms.builder.BuilderResult(None, compiler.error_line(exc)))
