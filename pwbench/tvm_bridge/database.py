@@ -132,8 +132,12 @@ class Database:
         found = tuning.best(self.tvm_db, [_module(t.func()) for t in plan.tasks])
         return None if found is None else (plan.tasks[found[0]], found[1])
 
-    def tuner(self, threads: int) -> tuning.Tuner:
-        """The tuning session of this database (workers started on first use)."""
+    def tuner(self, threads: int, settings: tuning.Settings | None = None) -> tuning.Tuner:
+        """The tuning session of this database (workers started on first use); `settings`
+        replaces the search settings of the next session (scripts/suite_tuning.py)."""
+        if settings is not None:
+            self.close()
+            self._tuner = tuning.Tuner(self.target, self.dir, threads, settings)
         if getattr(self, "_tuner", None) is None:
             self._tuner = tuning.Tuner(self.target, self.dir, threads)
         return self._tuner

@@ -381,3 +381,14 @@ def _key(schedule) -> int:
     import tvm_ffi
 
     return tvm_ffi.structural_hash(schedule.mod)
+
+
+def time_schedule(schedule, target: dict, repeat: int = 10, min_repeat_ms: int = 20) -> float:
+    """The fastest of `repeat` time_evaluator samples of a schedule compiled for the target, on
+    random arguments (for comparing tuning settings by the kernel they find)."""
+    ex = tvm.compile(schedule.mod, target=tvm.target.Target(target))
+    dev = tvm.cpu()
+    args = [tvm.runtime.tensor(np.random.rand(*[int(d) for d in p.shape]).astype(str(p.dtype)), dev)
+            for p in schedule.mod["main"].params]
+    timer = ex.mod.time_evaluator("main", dev, number=1, repeat=repeat, min_repeat_ms=min_repeat_ms)
+    return float(min(timer(*args).results))
