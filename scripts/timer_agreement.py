@@ -26,7 +26,7 @@ from torch.utils.benchmark import Timer  # noqa: E402
 
 from pwbench.backends import torch_backend  # noqa: E402
 from pwbench.backends.base import Options  # noqa: E402
-from pwbench.measure import timing, verify  # noqa: E402
+from pwbench.measure import timing  # noqa: E402
 from pwbench.workloads import suites  # noqa: E402
 
 layers = {s.name: s for s in suites.load("default").layers}

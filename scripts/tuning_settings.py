@@ -61,7 +61,7 @@ def tune_and_time(spec, settings: dict) -> str:
                          compiler.SearchSettings(**settings))
         wall = time.monotonic() - start
         schedule = compiler.best_schedule(compiler.open_database(Path(work)), spec, target)
-        library = compiler.export(compiler.compile_scheduled(target, schedule), Path(work) / "k.so")
+        library = compiler.export(compiler.compile_scheduled(target, schedule).executable, Path(work) / "k.so")
         kernel = runtime.load_cpu_kernel(spec, str(library), args.threads)
     check = verify.check(kernel, spec)
     warm = [timing.measure(kernel.clock).median_s * 1e3 for _ in range(3)]

@@ -13,7 +13,6 @@ import numpy as np
 
 from pwbench import backends
 from pwbench.backends.base import Built, HostClock
-from pwbench.measure import verify
 from pwbench.targets import peaks
 from pwbench.targets.base import Target
 from pwbench.targets.host import HostCPU, last_level_cache_bytes

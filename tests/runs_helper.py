@@ -49,6 +49,7 @@ def row(layer: str, samples, check: str = "passed", spec_id: str | None = None) 
     return {"suite": "synthetic", "layer": layer, "spec_id": spec_id or LAYERS[layer],
             "kind": "full", "batch": 1, "in_channels": 16, "out_channels": 16, "height": 14,
             "width": 14, "kernel_size": "3", "stride": "1", "groups": 1, "dtype": "float32",
+            "layout": "NCHW",
             "count": 1, "flops": 1_000_000, "bytes": 10_000, "intensity": 100.0,
             "backend": "torch", "target": "cpu", "threads": 1,
             "median_s": float(np.median(samples)) if timed else float("nan"),

@@ -233,3 +233,40 @@ def test_a_run_cut_short_is_said(base, tmp_path):
     (new / "meta.json").write_text(json.dumps(meta))
     proc = pwbench("compare", base, new)
     assert proc.returncode == 0 and "was cut short" in proc.stdout, proc.stdout
+
+
+def _variant_run(directory, variants: dict[str, str], factor: float = 1.0):
+    """A tvm-tuned run of the pw layer: one row per variant (name -> kernel layout)."""
+    import numpy as np
+
+    from pwbench.store import results
+    from runs_helper import row
+
+    writer = results.RunWriter(directory, dict(META))
+    rng = np.random.default_rng(7)
+    for variant in variants:
+        samples = 1e-3 * factor * np.exp(rng.normal(0, 0.02, 30))
+        writer.add(row("pw", samples) | {"backend": "tvm-tuned", "variant": variant,
+                                         "tvm_layout": variants[variant], "process": 0})
+    writer.finish()
+    return directory
+
+
+def test_blocked_rows_never_pair_with_nchw_rows_without_saying_so(tmp_path):
+    """BASE timed the NCHW kernel only; NEW timed it and a blocked one 3x faster. The blocked row
+    must not pair with BASE's NCHW row (a 3x 'speedup' that is a layout change), and says why."""
+    base = _variant_run(tmp_path / "base", {"structured": "NCHW"})
+    new = _variant_run(tmp_path / "new", {"structured": "NCHW", "structured-blocked": "NCHWc"})
+    rows = {r.variant: r for r in compare.compare_runs(base, new, 0.05).rows}
+    assert rows["structured"].verdict == "same"  # NCHW with NCHW
+    blocked = rows["structured-blocked"]
+    assert blocked.verdict == "new" and np.isnan(blocked.ratio)
+    assert "not paired with BASE's variant structured" in blocked.note
+    assert rows["structured-blocked"].verdict == "new"
+    proc = pwbench("compare", base, new)
+    assert proc.returncode == 0 and "not paired with BASE's variant structured" in proc.stdout
+    # a run that only timed the blocked kernel has nothing to compare with, and says why
+    only = _variant_run(tmp_path / "only_blocked", {"structured-blocked": "NCHWc"}, factor=0.3)
+    proc = pwbench("compare", base, only)
+    assert proc.returncode == 2 and "other variants" in proc.stderr
+    assert "never paired with NCHW" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1

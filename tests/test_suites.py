@@ -139,9 +139,27 @@ def test_builtin_suites_include_new_files():
 def test_builtin_suite_loads_with_unique_names(name):
     suite = _load(name)
     assert suite.layers and suite.description
-    names = [s.name for s in suite.layers]
-    assert all(names), "every layer of a builtin suite has a name"
+    names = [(s.name, s.layout) for s in suite.layers]  # a layer may come in several layouts
+    assert all(n for n, _ in names), "every layer of a builtin suite has a name"
     assert len(set(names)) == len(names), sorted(n for n in names if names.count(n) > 1)
+
+
+def test_a_suite_lists_layouts_and_the_override_can_too(tmp_path):
+    default = _load("default").layers
+    assert [s.layout for s in default[:2]] == ["NCHW", "NHWC"] and default[0].name == default[1].name
+    assert {s.layout for s in suites.load("default", layout="NHWC").layers} == {"NHWC"}
+    both = suites.load("resnet50", layout="NCHW,NHWC").layers
+    assert len(both) == 2 * len(_load("resnet50").layers)
+    path = tmp_path / "own.toml"  # a layer's own layout beats the suite's list
+    path.write_text('[suite]\nlayout = ["NCHW", "NHWC"]\n[[layer]]\nin_channels = 4\n'
+                    'out_channels = 4\nsize = 4\nlayout = "NHWC"\n[[layer]]\nin_channels = 4\n'
+                    'out_channels = 8\nsize = 4\n')
+    assert [(s.out_channels, s.layout) for s in suites.load(str(path)).layers] == [
+        (4, "NHWC"), (8, "NCHW"), (8, "NHWC")]
+    path.write_text('[suite]\nlayout = ["NCHW", "NCWH"]\n[[layer]]\nin_channels = 4\n'
+                    'out_channels = 4\nsize = 4\n')
+    with pytest.raises(UserError, match="layout 'NCWH' is not one of"):
+        suites.load(str(path))
 
 
 def test_pointwise_grid():

@@ -1,6 +1,7 @@
 """TVM backends: every layer kind compiles and matches the reference exactly; tuning databases are
 written, reused without tuning, and refused when foreign or corrupted. One tiny tuning run (a few
-trials on an 8x8 depthwise layer, ~40 s on 2 cores) is shared by the database tests."""
+trials on an 8x8 depthwise layer in the structured space, ~15 s on 2 cores) is shared by the
+database tests. The structured space itself: tests/test_spaces.py."""
 
 from __future__ import annotations
 
@@ -136,9 +137,11 @@ def tuned(tmp_path_factory):
 def test_first_run_tunes_and_writes_a_database(tuned):
     code, rows = tuned["first"]
     assert code == 0
+    assert list(rows["variant"]) == ["structured", "structured-blocked"]
     row = rows.iloc[0]
     assert (row["backend"], row["tuning"], row["check"]) == ("tvm-tuned", "tuned", "passed")
-    assert row["tuning_trials"] == TRIALS and row["tuning_s"] > 0
+    assert row["tuning_trials"] == TRIALS and row["tuning_s"] > 0 and row["space"] == "structured"
+    assert (rows["check"] == "passed").all() and list(rows["tvm_layout"]) == ["NCHW", "NCHWc"]
     assert json.loads(row["target_string"])["mcpu"]
     stored = json.loads((tuned["db"] / "fingerprint.json").read_text())
     assert stored["target_string"] == row["target_string"] and stored["tvm"] and stored["cpu_model"]
@@ -147,8 +150,10 @@ def test_first_run_tunes_and_writes_a_database(tuned):
 
 def test_tuning_curve_is_recorded(tuned):
     curve = pd.read_csv(tuned["tmp"] / "first" / "tuning_curves.csv")
-    assert list(curve.columns) == ["spec_id", "layer", "backend", "target", "trial", "elapsed_s", "best_s"]
+    assert list(curve.columns) == ["spec_id", "layer", "backend", "target", "trial", "elapsed_s",
+                                   "best_s", "variant"]
     assert 0 < len(curve) <= TRIALS and curve["trial"].max() <= TRIALS
+    assert set(curve["variant"]) == {"structured"}
     assert curve["best_s"].is_monotonic_decreasing and (curve["best_s"] > 0).all()
     assert curve["elapsed_s"].is_monotonic_increasing and (curve["elapsed_s"] > 0).all()
     assert set(curve["layer"]) == {"tiny.dw"}
@@ -172,11 +177,13 @@ def test_cli_runs_torch_tvm_and_tuned_side_by_side(tuned):
          "--tuning-dir", str(tmp / "db"), "--output", str(tmp / "cli"), "--warmup-ms", "5",
          "--sample-ms", "20"], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
-    assert "tiny.dw [tvm-tuned]: schedule from the tuning database" in proc.stdout
+    assert "tiny.dw [tvm-tuned structured]: structured space: schedule from the tuning database" in proc.stdout
     rows = pd.read_parquet(tmp / "cli" / "records.parquet")
-    assert list(rows["backend"]) == ["torch", "tvm", "tvm-tuned"]
+    assert list(rows["backend"]) == ["torch", "tvm", "tvm-tuned", "tvm-tuned"]
+    assert list(rows["variant"]) == ["", "", "structured", "structured-blocked"]
     assert (rows["check"] == "passed").all() and rows["median_s"].notna().all()
     assert rows["target_string"].iloc[1] == rows["target_string"].iloc[2] != ""
+    assert "TVM vs torch per kind" in proc.stdout  # both speedups at the end
     assert (rows["threads"] == 2).all()
 
 
@@ -210,7 +217,7 @@ def test_corrupted_database_is_one_clear_error(tuned, damaged, capsys):
     broken = tuned["tmp"] / f"broken_{damaged}"
     shutil.copytree(tuned["db"], broken)
     text = (broken / damaged).read_text()
-    (broken / damaged).write_text(text[: len(text) // 2])
+    (broken / damaged).write_text(text[: len(text) // 2 - 3])  # cut inside a line
     code = cli.main(["run", "--suite", str(tuned["tmp"] / "tiny.toml"), "--backend", "tvm-tuned",
                      "--threads", "2", "--tuning-dir", str(broken),
                      "--output", str(tuned["tmp"] / f"out_{damaged}")])
@@ -220,15 +227,18 @@ def test_corrupted_database_is_one_clear_error(tuned, damaged, capsys):
 
 
 def test_spent_budget_uses_the_database_or_says_why(tuned):
-    from pwbench.tvm_bridge import compiler, database
+    from pwbench.tvm_bridge import database
 
     cpu = targets.resolve("cpu")
     db = database.Database(tuned["db"], cpu.tvm_target(2), cpu.fingerprint_facts())
     spent = database.Budget(trials=10 * TRIALS, minutes=1e-9)  # more trials asked, no time left
     (tiny,) = _suite_specs(tuned["tmp"])
-    assert database.ensure_tuned(tiny, db, spent, 2).source == "database"
+    assert database.ensure_tuned(tiny, db, spent, 2, space="structured").source == "database"
+    # a structured layer never tuned gets the structure's first point, untuned (then verified)
+    untuned = database.ensure_tuned(LAYERS["pointwise"], db, spent, 2, space="structured")
+    assert untuned.source == "untuned" and untuned.task is not None
     with pytest.raises(RuntimeError, match="--tune-minutes budget was spent"):
-        database.ensure_tuned(LAYERS["pointwise"], db, spent, 2)
+        database.ensure_tuned(LAYERS["pointwise"], db, spent, 2, space="default")
 
 
 @needs_tvm

@@ -292,10 +292,37 @@ def compare_records(base: pd.DataFrame, new: pd.DataFrame, threshold: float,
                     base_name: str = "BASE", new_name: str = "NEW") -> Comparison:
     b, n = sides(base), sides(new)
     if not set(b) & set(n):
+        if {k[:3] for k in b} & {k[:3] for k in n}:
+            raise UserError(
+                f"{base_name} and {new_name} have no kernel in common: the same shapes and "
+                f"backends, but other variants ({base_name}: {_variants(b)}; {new_name}: "
+                f"{_variants(n)}), which are other kernels (a blocked layout is never paired "
+                "with NCHW in and out)")
         raise UserError(f"{base_name} and {new_name} have no kernel (spec id, backend, target) in "
                         "common: not runs of the same suite and backends")
     rows = [compare_sides(k, b.get(k), n.get(k), threshold) for k in dict.fromkeys([*b, *n])]
+    _name_other_variants(rows, b, n)
     return Comparison(base_name, new_name, threshold, rows)
+
+
+def _variants(sides_: dict) -> str:
+    return ", ".join(sorted({k[3] or "(none)" for k in sides_}))
+
+
+def _name_other_variants(rows: list[Row], base: dict, new: dict) -> None:
+    """A kernel only in one run, whose shape and backend the other run measured as another
+    variant (a blocked layout vs NCHW in and out, another design space): never paired, since
+    they are different kernels, but said, so that nobody reads it as a kernel gone or added."""
+    for row in rows:
+        if row.verdict not in ("new", "missing"):
+            continue
+        other = base if row.verdict == "new" else new
+        variants = sorted({k[3] or "(none)" for k in other if k[:3] == (row.spec_id, row.backend,
+                                                                      row.target)})
+        if variants:
+            side = "BASE" if row.verdict == "new" else "NEW"
+            row.note += (f"; not paired with {side}'s variant {', '.join(variants)} of this "
+                         f"shape and backend: variant {row.variant or '(none)'} is another kernel")
 
 
 def env_differences(base: dict, new: dict) -> list[str]:

@@ -30,10 +30,14 @@ def register(info: BackendInfo) -> None:
 
 register(BackendInfo("torch", "pwbench.backends.torch_backend", ("torch",), "torch",
                      "torch.nn.functional.conv2d (oneDNN on CPU, cuDNN on CUDA); NHWC = channels_last"))
+register(BackendInfo("torch-frozen", "pwbench.backends.torch_frozen_backend", ("torch",), "torch",
+                     "torch for CPU inference: weight pre-packed once for oneDNN (what torch.compile "
+                     "with freezing calls), NCHW or channels_last in and out"))
 register(BackendInfo("tvm", "pwbench.backends.tvm_backend", ("tvm",), "tvm",
                      "Apache TVM, untuned: the TOPI compute with no schedule (serial loop nest)"))
 register(BackendInfo("tvm-tuned", "pwbench.backends.tvm_tuned_backend", ("tvm",), "tvm",
-                     "Apache TVM tuned by MetaSchedule (--trials per layer), reusing tuning databases"))
+                     "Apache TVM tuned by MetaSchedule (--trials per layer, --space structured or "
+                     "default, --tuning suite or layer), reusing tuning databases"))
 # Whole graphs (blocks, and single convs for their fusion gain), from the workload's ONNX export:
 register(BackendInfo("onnxruntime", "pwbench.backends.onnxruntime_backend",
                      ("onnxruntime", "onnx", "torch"), "onnxruntime",

@@ -4,6 +4,7 @@ A backend is a class, one per module, made once per run with the run's target, o
 event sink (its progress and notes reach the console through `events`, never a module global):
 
     backend = Backend(target, options, events)
+    backend.prepare(specs)             # optional: before any build, with every workload of the run
     built = backend.build(spec)        # in the main process: compile, tune, export; may be slow
                                        # (a list of Built: several variants of one shape)
     kernel = built.make()              # in any process (a measuring worker): allocate, load
@@ -122,6 +123,9 @@ class Options:
     trials: int = 64  # tvm-tuned: MetaSchedule trials per layer
     tune_minutes: float | None = None  # tvm-tuned: tuning budget for the whole suite
     tuning_dir: Path | None = None  # tvm-tuned: tuning database root or one database
+    spaces: tuple[str, ...] = ("structured",)  # tvm-tuned: design spaces, one variant each
+    tuning_mode: str = "suite"  # tvm-tuned: "suite" (one task set) or "layer" (one at a time)
+    blocked: bool = True  # tvm-tuned: also the blocked end-to-end variant of structured kernels
 
 
 class Events(Protocol):
@@ -151,4 +155,7 @@ class Backend(Protocol):
         """The library versions it measures, for the run metadata."""
 
     def build(self, spec: ConvSpec) -> Built | list[Built]:
-        ...
+        """One kernel, or several that tell themselves apart by `Built.variant`."""
+
+    # optional: prepare(workloads) -> None, called with every workload of the run before the
+    # first build (e.g. to tune them all as one task set)

@@ -70,6 +70,7 @@ def who(row: dict) -> str:
 
 def summary(rows: list[dict]) -> None:
     table = Table(title="pwbench results", title_justify="left")
+    layouts = len({r.get("layout") for r in rows}) > 1
     for col, justify in (("layer", "left"), ("kind", "left"), ("backend", "left"),
                          ("median", "right"), ("IQR", "right"), ("processes", "right"),
                          ("GFLOP/s", "right"), ("% of roof", "right"), ("check", "left")):
@@ -78,7 +79,9 @@ def summary(rows: list[dict]) -> None:
         check = r["check"] or "not run"
         gflops = "-" if math.isnan(r["gflops"]) else f"{r['gflops']:.1f}"
         roof = r.get("pct_of_roof", math.nan)
-        table.add_row(r["layer"], r["kind"], r["backend"], format_seconds(r["median_s"]),
+        name = " ".join(x for x in (r["backend"], r.get("variant") or "",
+                                    r.get("layout", "") if layouts else "") if x)
+        table.add_row(r["layer"], r["kind"], name, format_seconds(r["median_s"]),
                       format_seconds(r["iqr_s"]), _processes(r), gflops,
                       "-" if math.isnan(roof) else f"{roof:.0f} %",
                       f"[{CHECK_STYLE[r['check']]}]{check}[/]")
@@ -185,3 +188,26 @@ def peaks_summary(peaks) -> None:
     console.print(table)
     for note in peaks.notes:
         console.print(f"[yellow]note:[/] {note}")
+
+
+def speedups(rows: list[dict]) -> None:
+    """TVM vs torch per layer and per kind, like for like and best vs best (report/speedups.py),
+    when the run timed both stacks."""
+    import pandas as pd
+
+    from pwbench.report import speedups as sp
+    from pwbench.report import tables
+
+    if not rows:
+        return
+    per_layer = sp.per_layer(pd.DataFrame(rows))
+    if per_layer.empty:
+        return
+    shown = tables.display(per_layer, sp.layer_columns())
+    console.print(tables.rich_table(shown, "TVM vs torch per layer (> 1: TVM faster; verified "
+                                           "rows only)"))
+    kinds = sp.by_kind(per_layer)
+    console.print(tables.rich_table(tables.display(kinds, sp.kind_columns()),
+                                    "TVM vs torch per kind (geomean)"))
+    console.print("like for like: the same layout in and out on both sides; best vs best: each "
+                  "stack's fastest NCHW or NHWC row; blocked end to end is shown, never counted")

@@ -27,13 +27,17 @@ def positive_float(text: str) -> float:
     return value
 
 
+TRIALS = 64  # the default trials per layer (pwbench run's first look uses fewer)
+
+
 def add_workload(parser, targets: str, threads: str) -> None:
     """What to run and where: shared by run and tune."""
     parser.add_argument("--target", default="cpu", help=f"{targets} (default: cpu)")
     parser.add_argument("--suite", default="default", help="a builtin suite name or a .toml path")
     parser.add_argument("--filter", help="pandas query over layer columns, e.g. \"kind == 'depthwise'\"")
     parser.add_argument("--batch", type=positive_int, help="override every layer's batch size")
-    parser.add_argument("--layout", choices=("NCHW", "NHWC"), help="override every layer's layout")
+    parser.add_argument("--layout", choices=("NCHW", "NHWC", "NCHW,NHWC"),
+                        help="override every layer's layout; NCHW,NHWC: each layer in both")
     parser.add_argument("--dtype", choices=("float32", "float16", "bfloat16"),
                         help="override every layer's dtype")
     add_threads(parser, threads)
@@ -45,12 +49,23 @@ def add_threads(parser, what: str = "threads for every backend") -> None:
 
 
 def add_tuning(parser) -> None:
-    parser.add_argument("--trials", type=positive_int, default=64,
-                        help="tvm-tuned: MetaSchedule trials per layer (default 64)")
+    parser.add_argument("--trials", type=positive_int, default=None,
+                        help=f"tvm-tuned: MetaSchedule trials per layer (default {TRIALS})")
     parser.add_argument("--tune-minutes", type=positive_float, metavar="M",
                         help="tvm-tuned: stop tuning after M minutes for the whole suite")
     parser.add_argument("--tuning-dir", type=Path, metavar="DIR",
                         help="tuning database root, or one database (default: <cache dir>/tuning)")
+    parser.add_argument("--space", type=names, default=("structured",), metavar="S[,S]",
+                        help="tvm-tuned design space(s): structured (default), default "
+                             "(MetaSchedule's own), or both (one row each)")
+    parser.add_argument("--tuning", default="suite", metavar="suite|layer", dest="tuning_mode",
+                        help="tvm-tuned: tune the run's layers as one task set (suite, default) "
+                             "or one layer at a time (layer)")
+
+
+def names(text: str) -> tuple[str, ...]:
+    """A comma-separated list, e.g. 'structured,default'."""
+    return tuple(dict.fromkeys(t.strip() for t in text.split(",") if t.strip()))
 
 
 def add_db(parser, default=None) -> None:

@@ -1,4 +1,9 @@
-"""`pwbench run`: benchmark a suite, verify then time every kernel, in several processes."""
+"""`pwbench run`: benchmark a suite, verify then time every kernel, in several processes.
+
+With no --suite, the run is the first look at what pwbench is for: the default suite in NCHW and
+NHWC, torch (eager and pre-packed) and tvm-tuned side by side under a small tuning budget, with
+short measurements (FIRST_LOOK), ending with both speedups per kind. Every setting of it can be
+given, and a named suite gets the full defaults (torch only, 3 processes, 400 ms per kernel)."""
 
 from __future__ import annotations
 
@@ -6,7 +11,14 @@ import sys
 from pathlib import Path
 
 from pwbench.cli import EXIT_INTERRUPTED
-from pwbench.cli.options import add_db, add_tuning, add_workload, positive_float, positive_int
+from pwbench.cli.options import TRIALS, add_db, add_tuning, add_workload, positive_float
+
+# `pwbench run` without --suite: what its defaults are (see the module docstring and README)
+FIRST_LOOK = {"backend": "torch,torch-frozen,tvm-tuned", "processes": 2, "warmup_ms": 20.0,
+              "sample_ms": 100.0, "trials": 8, "tune_minutes": 1.5}
+FULL = {"backend": "torch", "processes": None, "warmup_ms": 50.0, "sample_ms": 400.0,
+        "trials": TRIALS, "tune_minutes": None}
+OPTIONAL = ("tvm-tuned",)  # left out with one line when this machine cannot run it
 
 
 def add(sub):
@@ -14,19 +26,23 @@ def add(sub):
 
     run = sub.add_parser("run", help="benchmark a suite: verify, then time every kernel")
     add_workload(run, targets="cpu, x86, cuda, arm, or a TVM target", threads="threads for every backend")
-    run.add_argument("--backend", help="comma-separated backends (default: torch, and the "
-                                        "backends of --kernels)")
+    run.set_defaults(suite=None)  # no --suite: the first look (FIRST_LOOK)
+    run.add_argument("--backend", help="comma-separated backends (default: torch, and the backends "
+                                       f"of --kernels; without --suite: {FIRST_LOOK['backend']})")
     run.add_argument("--kernels", type=Path, metavar="DIR",
                      help="run a kernel bundle made by 'pwbench build' (its layers and kernels)")
     run.add_argument("--output", type=Path, help="run directory (default: results/<time>_<suite>_<target>)")
-    run.add_argument("--warmup-ms", type=positive_float, default=50.0,
-                     help="warm-up per kernel and process (default 50)")
-    run.add_argument("--sample-ms", type=positive_float, default=400.0,
-                     help="sampling per kernel and process (default 400)")
-    run.add_argument("--processes", type=int, default=DEFAULT_PROCESSES, metavar="N",
-                     help=f"measure every kernel in N fresh processes, pooled (default {DEFAULT_PROCESSES})")
+    run.add_argument("--warmup-ms", type=positive_float,
+                     help="warm-up per kernel and process (default 50; without --suite 20)")
+    run.add_argument("--sample-ms", type=positive_float,
+                     help="sampling per kernel and process (default 400; without --suite 100)")
+    run.add_argument("--processes", type=int, metavar="N",
+                     help=f"measure every kernel in N fresh processes, pooled (default "
+                          f"{DEFAULT_PROCESSES}; without --suite {FIRST_LOOK['processes']})")
     run.add_argument("--cache", default="hot", metavar="hot|cold",
                      help="hot (default), or cold: caches evicted before every sample")
+    run.add_argument("--blocked", action=__import__("argparse").BooleanOptionalAction, default=True,
+                     help="tvm-tuned: also time the blocked end-to-end variant (default: yes)")
     run.add_argument("--peaks", type=Path, metavar="FILE",
                      help="peak FLOP/s and bytes/s from a TOML/JSON file instead of measured ones")
     run.add_argument("--report", action="store_true", help="write RUN_DIR/report/index.html at the end")
@@ -36,21 +52,40 @@ def add(sub):
     return run
 
 
+def settings(args) -> tuple[dict, bool]:
+    """The run's settings: what was given, else the first look's (no --suite) or the full ones."""
+    first_look = args.suite is None and args.kernels is None  # a bundle brings its own layers
+    base = FIRST_LOOK if first_look else FULL
+    given = {k: getattr(args, k) for k in base}
+    return {k: base[k] if v is None else v for k, v in given.items()}, first_look
+
+
 def main(args) -> int:
     from pwbench.cli import console
     from pwbench.measure import runner, timing
     from pwbench.store import results
+    from pwbench.workloads import suites
 
+    chosen, first_look = settings(args)
+    names = tuple(b.strip() for b in chosen["backend"].split(",") if b.strip())
     config = runner.RunConfig(
-        suite=args.suite, target=args.target,
-        backends=tuple(b.strip() for b in args.backend.split(",") if b.strip()) if args.backend
-        else None, kernels=args.kernels, dtype=args.dtype,
+        suite=args.suite or suites.DEFAULT_SUITE, target=args.target, kernels=args.kernels,
+        backends=None if args.kernels and not args.backend else names, dtype=args.dtype,
         filter=args.filter, batch=args.batch, layout=args.layout, threads=args.threads,
-        output=args.output, budget=timing.Budget(warmup_ms=args.warmup_ms, sample_ms=args.sample_ms),
-        processes=args.processes, cache=args.cache, peaks_file=args.peaks, trials=args.trials,
-        tune_minutes=args.tune_minutes, tuning_dir=args.tuning_dir)
+        output=args.output, budget=timing.Budget(warmup_ms=chosen["warmup_ms"],
+                                                 sample_ms=chosen["sample_ms"]),
+        processes=runner.DEFAULT_PROCESSES if chosen["processes"] is None else chosen["processes"],
+        cache=args.cache,
+        peaks_file=args.peaks, trials=chosen["trials"], tune_minutes=chosen["tune_minutes"],
+        tuning_dir=args.tuning_dir, spaces=args.space, tuning_mode=args.tuning_mode,
+        blocked=args.blocked, optional=OPTIONAL if args.backend is None else ())
     watch = console.RunProgress()
     plan = runner.plan(config, watch)
+    if first_look:
+        console.console.print(
+            f"first look: suite default, {', '.join(plan.backends)}, {config.processes} "
+            f"processes, {config.budget.sample_ms:.0f} ms per kernel, {config.trials} tuning "
+            "trials per layer (give --suite for the full settings)")
     try:
         writer = watch.run(plan)
     except KeyboardInterrupt:
@@ -58,6 +93,7 @@ def main(args) -> int:
               file=sys.stderr)
         return EXIT_INTERRUPTED
     console.summary(writer.rows)
+    console.speedups(writer.rows)
     print(f"results: {writer.dir}")
     if args.record:
         from pwbench.store import history

@@ -50,6 +50,10 @@ class RunConfig:
     trials: int = 64  # tvm-tuned: MetaSchedule trials per layer
     tune_minutes: float | None = None  # tvm-tuned: tuning budget for the whole suite
     tuning_dir: Path | None = None  # tvm-tuned: tuning database root (default: the cache dir)
+    spaces: tuple[str, ...] = ("structured",)  # tvm-tuned: design spaces
+    tuning_mode: str = "suite"  # tvm-tuned: suite-wide or layer-at-a-time tuning
+    blocked: bool = True  # tvm-tuned: also the blocked end-to-end variant
+    optional: tuple[str, ...] = ()  # backends left out with a note when unavailable here
 
 
 class Watcher(Protocol):
@@ -109,9 +113,16 @@ def plan(config: RunConfig, events=Quiet()) -> Plan:
         raise UserError(f"--filter {config.filter!r} selects none of the {len(suite.layers)} "
                         f"layers of suite {suite.name}")
     _check_memory(specs)
+    warnings = []
     names = config.backends or ("torch", *(kit.backends if kit else ()))
     from_kit = [n for n in names if kit and n in kit.backends]
-    classes = {name: backends.backend_class(name, target) for name in names if name not in from_kit}
+    classes = {}
+    for name in names:
+        reason = backends.unavailable_reason(name) if name in config.optional else None
+        if reason:  # a default backend this machine lacks: said once, the run goes on
+            warnings.append(f"{name} is unavailable here ({reason}); running without it")
+        elif name not in from_kit:
+            classes[name] = backends.backend_class(name, target)
     if kit:
         for name in classes:
             if backends.REGISTRY[name].stack == "tvm":
@@ -121,12 +132,14 @@ def plan(config: RunConfig, events=Quiet()) -> Plan:
     targets.require_runnable(target)
     output = config.output or results.default_dir(suite.name, target.name)
     options = Options(threads=config.threads, work_dir=output / ".work", trials=config.trials,
-                      tune_minutes=config.tune_minutes, tuning_dir=config.tuning_dir)
+                      tune_minutes=config.tune_minutes, tuning_dir=config.tuning_dir,
+                      spaces=config.spaces, tuning_mode=config.tuning_mode, blocked=config.blocked)
     # e.g. open a tuning database, or check a kernel bundle: a bad one fails here, once
     made = {name: (backends.from_bundle(kit, name, target, options, events) if name in from_kit
-                   else classes[name](target, options, events)) for name in names}
+                   else classes[name](target, options, events))
+            for name in names if name in from_kit or name in classes}
     given = peaks.load_file(config.peaks_file) if config.peaks_file else None
-    warnings = []
+    given = peaks.load_file(config.peaks_file) if config.peaks_file else None
     if config.threads > (os.cpu_count() or 1):
         warnings.append(f"--threads {config.threads} is more than this machine's "
                         f"{os.cpu_count()} cores: threads will share cores and times will be noisy")
@@ -222,12 +235,14 @@ def _build_all(p: Plan, writer, watch) -> tuple[list[workers.Job], dict]:
     """Every kernel built here, in this process (tuning included); a kernel that cannot be built
     is an error row and the run goes on. Returns the jobs and the line columns of each."""
     jobs, lines = [], {}
+    _prepare_all(p, watch)
     watch.stage(f"building {len(p.shapes) * len(p.backends)} kernels", len(p.shapes) * len(p.backends))
     for spec in p.shapes:
         for name, backend in p.backends.items():
             watch.progress(f"building {spec.label[:40]} [{name}]")
             try:
                 built = backend.build(spec)
+                built = built if isinstance(built, list) else [built]
             except (KeyboardInterrupt, UserError):
                 raise
             except Unsupported as exc:  # not this backend's kind of workload: said, not failed
@@ -242,15 +257,32 @@ def _build_all(p: Plan, writer, watch) -> tuple[list[workers.Job], dict]:
                     writer.add(line | layer.describe())
                 watch.step(f"{spec.label} [{name}]", line)
                 continue
-            for one in built if isinstance(built, list) else [built]:
-                key = (spec.id, name, one.variant)
+            for one in built:
                 writer.add_curve(one.curve)
+                shown = f"{name} {one.variant}".strip()
                 for note in one.notes:
-                    watch.note(f"{spec.label} [{name}]: {note}")
+                    watch.note(f"{spec.label} [{shown}]: {note}")
+                key = (spec.id, name, one.variant)
                 jobs.append(workers.Job(key, spec, one.make, "", one.runtime_env, one.clock))
                 lines[key] = _line(spec, name, one, p)
             watch.step(f"{spec.label} [{name}]")
     return jobs, lines
+
+
+def _prepare_all(p: Plan, watch) -> None:
+    """Backends that work on the whole run at once (suite-wide tuning) do it before any build;
+    one that fails there builds (and tunes) layer by layer instead."""
+    for name, backend in p.backends.items():
+        if not hasattr(backend, "prepare"):
+            continue
+        watch.progress(f"preparing {len(p.shapes)} workloads [{name}]")
+        try:
+            backend.prepare(p.shapes)
+        except (KeyboardInterrupt, UserError):
+            raise
+        except Exception as exc:
+            watch.note(f"[{name}] preparing the suite failed ({workers.describe_error(exc)}); "
+                       "building layer by layer")
 
 
 def _measure_all(p: Plan, jobs: list[workers.Job], lines: dict, writer, watch) -> None:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pwbench.errors import UserError
-from pwbench.report import costs, curves, fusion, html, runs, selection, tables, theory
+from pwbench.report import costs, curves, fusion, html, runs, selection, speedups, tables, theory
 
 __all__ = ["Built", "build", "costs"]
 
@@ -110,6 +110,7 @@ class _Writer:
                                 f"batch {', '.join(map(str, sorted(set(run.records['batch']))))}"
                                 + (f"; speedup = {baseline} median / backend median"
                                    if len(run.backends) > 1 else "")))
+        section.parts += self._speedups(run)
         if run.peaks:
             section.add(self._figure(self.plots.roofline_chart(run, self.out / "figures" / f"roofline_{run.slug}"),
                                      "Roofline: each layer's achieved GFLOP/s at its arithmetic "
@@ -135,6 +136,20 @@ class _Writer:
             section.add(self._theory(run))
         section.parts += self._tuning(run, baseline)
         return section
+
+    def _speedups(self, run: runs.Run) -> list[str]:
+        """TVM vs torch, like for like and best vs best (report/speedups.py), when both ran."""
+        per_layer = speedups.per_layer(run.records)
+        if per_layer.empty:
+            return []
+        note = ("> 1: TVM faster. Like for like: the same layout in and out on both sides; best vs "
+                "best: each stack's fastest NCHW or NHWC row (named); blocked end to end shown, "
+                "never counted; verified rows only.")
+        return [self._table(per_layer, speedups.layer_columns(), f"speedups_{run.slug}",
+                            f"TVM vs torch per layer: {run.suite} on {run.label}", note),
+                self._table(speedups.by_kind(per_layer), speedups.kind_columns(),
+                            f"speedups_by_kind_{run.slug}",
+                            f"TVM vs torch per kind (geomean): {run.suite} on {run.label}")]
 
     def _theory(self, run: runs.Run) -> str:
         frame = theory.pairs(run)
@@ -168,7 +183,12 @@ class _Writer:
         if data is None:
             return []
         parts = ["<h3>Tuning curves</h3>"]
-        for (spec_id, layer), rows in data.groupby(["spec_id", "layer"], sort=False):
+        data = data.assign(variant=data["variant"].fillna("") if "variant" in data else "")
+        several = len(run.layouts) > 1
+        for (spec_id, layer, variant), rows in data.groupby(["spec_id", "layer", "variant"],
+                                                            sort=False):
+            layout = spec_id.rsplit("_", 1)[-1].upper() if several else ""
+            layer = " ".join(x for x in (layer, layout, variant) if x)
             base = curves.baseline_seconds(run, spec_id, baseline)
             stem = self.out / "figures" / f"tuning_{run.slug}_{runs.slug(layer)}"
             paths = self.plots.tuning_curves(rows, base, baseline, f"Tuning {layer} on {run.label}", stem)

@@ -55,7 +55,7 @@ def roofline_chart(run: Run, stem: Path) -> list[Path]:
     ax.loglog(x, roofline.attainable_flops_per_s(x, peaks.flops_per_s, peaks.bytes_per_s) / 1e9,
               color=ROOF_COLOUR, lw=2, zorder=1)
     markers = _markers(run.backends)
-    for (kind, backend), rows in rec.groupby(["kind", "backend"]):
+    for (kind, backend), rows in rec.groupby(["kind", "kernel"]):
         ax.scatter(rows["intensity"], rows["flops"] / rows["median_s"] / 1e9, s=46,
                    color=KIND_COLOURS.get(kind, "grey"), marker=markers[backend],
                    edgecolor="white", linewidth=0.6, alpha=0.9, zorder=3)

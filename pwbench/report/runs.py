@@ -33,10 +33,18 @@ class Run:
 
     @property
     def backends(self) -> list[str]:
-        """In the order the run was asked for (rows of skipped workloads come first on disk)."""
-        found = list(dict.fromkeys(self.records["backend"]))
-        asked = [b for b in self.meta.get("backends") or [] if b in found]
-        return asked + [b for b in found if b not in asked]
+        """What the run compares, in the order its backends were asked for (rows of skipped
+        workloads come first on disk): each backend, named with its variant when it has one
+        (`tvm-tuned structured`, `tvm-tuned structured-blocked`): the `kernel` column."""
+        pairs = self.records[["kernel", "backend"]].drop_duplicates("kernel")
+        asked = list(self.meta.get("backends") or [])
+        rank = {b: i for i, b in enumerate(asked)}
+        order = sorted(range(len(pairs)), key=lambda i: rank.get(pairs["backend"].iloc[i], len(asked)))
+        return [pairs["kernel"].iloc[i] for i in order]
+
+    @property
+    def layouts(self) -> list[str]:
+        return list(dict.fromkeys(self.records["layout"])) if "layout" in self.records else []
 
 
 def slug(text: str) -> str:
@@ -56,8 +64,11 @@ def _load_one(directory: Path, given) -> Run:
     if run.records["suite"].nunique() != 1:
         raise UserError(f"{directory}: records from several suites in one run")
     peaks = given or _recorded_peaks(directory, run.meta)
-    return Run(directory, run.meta, roofline.add_columns(run.records, peaks), peaks,
-               _label(run.meta, run.records), run.warnings)
+    records = roofline.add_columns(run.records, peaks)
+    variant = records["variant"].fillna("") if "variant" in records else ""
+    records["kernel"] = records["backend"] + (" " + variant).str.rstrip() if "variant" in records \
+        else records["backend"]
+    return Run(directory, run.meta, records, peaks, _label(run.meta, records), run.warnings)
 
 
 def _recorded_peaks(directory: Path, meta: dict):

@@ -42,15 +42,21 @@ def entries(runs: list[Run], costs: Costs) -> pd.DataFrame:
     rows = []
     for run in runs:
         price_watts = costs.for_run(run)
+        layouts = run.layouts if len(run.layouts) > 1 else [None]
         for backend in run.backends:
-            rows.append(_entry(run, backend, price_watts))
+            for layout in layouts:  # a run of several layouts: each is a network of its own
+                rows.append(_entry(run, backend, price_watts, layout))
     frame = pd.DataFrame(rows).sort_values("latency_s", na_position="last", kind="stable")
     frame.insert(0, "rank", range(1, len(frame) + 1))
     return frame.reset_index(drop=True)
 
 
-def _entry(run: Run, backend: str, price_watts: dict) -> dict:
-    rec = counted(run.records[run.records["backend"] == backend].drop_duplicates("layer"))
+def _entry(run: Run, backend: str, price_watts: dict, layout: str | None = None) -> dict:
+    rec = run.records[run.records["kernel"] == backend]
+    if layout is not None:
+        rec = rec[rec["layout"] == layout]
+        backend = f"{backend} {layout}"
+    rec = counted(rec.drop_duplicates("layer"))
     latency = weighted_total_s(rec["median_s"], rec["count"])
     batch = int(rec["batch"].iloc[0])
     throughput = batch / latency if latency > 0 else math.nan

@@ -33,27 +33,37 @@ def shape_text(row) -> str:
 
 
 def latency(run: Run, baseline: str) -> pd.DataFrame:
-    """One row per layer (suite order) plus a network total row; NaN where a backend did not time."""
-    rec = run.records
-    layers = rec.drop_duplicates("layer").set_index("layer", drop=False)
+    """One row per layer (suite order; a layer measured in several layouts once per layout) plus
+    a network total row per layout; NaN where a backend did not time. A column per backend, or
+    backend and variant (run.backends)."""
+    rec = run.records.assign(row=run.records["layer"] + _layout_suffix(run))
+    layers = rec.drop_duplicates("row").set_index("row", drop=False)
     table = pd.DataFrame({
-        "layer": layers["layer"], "kind": layers["kind"],
+        "layer": layers["row"], "kind": layers["kind"],
         "shape": [shape_text(r) for r in layers.itertuples()], "count": layers["count"]})
     for backend in run.backends:
-        rows = rec[rec["backend"] == backend].drop_duplicates("layer").set_index("layer")
+        rows = rec[rec["kernel"] == backend].drop_duplicates("row").set_index("row")
         table[f"{backend} median_s"] = rows["median_s"].reindex(table.index)
         table[f"{backend} gflops"] = layers["flops"] / table[f"{backend} median_s"] / 1e9
         table[f"{backend} pct_of_roof"] = rows["pct_of_roof"].reindex(table.index)
     for backend in run.backends:
         if backend != baseline:
             table[f"{backend} speedup"] = table[f"{baseline} median_s"] / table[f"{backend} median_s"]
-    table["check"] = [_verdict(rec[rec["layer"] == layer]) for layer in table.index]
-    total = _total_row(run, table, layers, baseline)
-    return pd.concat([table, total.to_frame().T], ignore_index=True)
+    table["check"] = [_verdict(rec[rec["row"] == row]) for row in table.index]
+    totals = []
+    for layout in run.layouts or [None]:
+        mine = layers.index if layout is None else layers.index[layers["layout"] == layout]
+        label = TOTAL if len(run.layouts) < 2 else f"{TOTAL} {layout}"
+        totals.append(_total_row(run, table.loc[mine], layers.loc[mine], baseline, label).to_frame().T)
+    return pd.concat([table, *totals], ignore_index=True)
+
+
+def _layout_suffix(run: Run):
+    return (" " + run.records["layout"]) if len(run.layouts) > 1 else ""
 
 
 def _verdict(rows: pd.DataFrame) -> str:
-    verdicts = dict(zip(rows["backend"], rows["check"].replace("", "not run")))
+    verdicts = dict(zip(rows["kernel"], rows["check"].replace("", "not run")))
     if set(verdicts.values()) == {"passed"}:
         return "passed"
     return ", ".join(f"{b}: {v}" for b, v in verdicts.items() if v != "passed")
@@ -74,15 +84,16 @@ def weighted_total_s(seconds: pd.Series, counts: pd.Series) -> float:
     return float((seconds * counts).sum())
 
 
-def _total_row(run: Run, table: pd.DataFrame, layers: pd.DataFrame, baseline: str) -> pd.Series:
+def _total_row(run: Run, table: pd.DataFrame, layers: pd.DataFrame, baseline: str,
+               label: str = TOTAL) -> pd.Series:
     alone = len(layers) - len(counted(layers))
     layers = counted(layers)
     counts = layers["count"].astype(float)
     flops = float((layers["flops"] * counts).sum())
-    roof = run.records.drop_duplicates("layer").set_index("layer")["roofline_s"].reindex(layers.index)
+    roof = layers["roofline_s"]
     shape = f"{len(layers)} layers" + (f" (not the {alone} measured alone for fusion gains)"
                                        if alone else "")
-    total = {"layer": TOTAL, "kind": "", "shape": shape, "count": int(counts.sum())}
+    total = {"layer": label, "kind": "", "shape": shape, "count": int(counts.sum())}
     for backend in run.backends:
         seconds = weighted_total_s(table.loc[layers.index, f"{backend} median_s"], counts)
         total[f"{backend} median_s"] = seconds
@@ -187,7 +198,7 @@ def to_html(table: pd.DataFrame, caption: str = "", total_label: str = TOTAL) ->
     head = "".join(f"<th>{html.escape(c)}</th>" for c in table.columns)
     body = []
     for row in table.itertuples(index=False):
-        cls = ' class="total"' if str(row[0]) == total_label else ""
+        cls = ' class="total"' if str(row[0]).startswith(total_label) else ""
         cells = "".join(f'<td class="{"num" if r else "txt"}{_check_class(v)}">{html.escape(str(v))}</td>'
                         for v, r in zip(row, right))
         body.append(f"<tr{cls}>{cells}</tr>")
@@ -233,6 +244,6 @@ def rich_table(table: pd.DataFrame, title: str):
     for column, right in zip(table.columns, _right_aligned(table)):
         out.add_column(column, justify="right" if right else "left", overflow="fold")
     for row in table.itertuples(index=False):
-        style = "bold" if str(row[0]) == TOTAL else None
+        style = "bold" if str(row[0]).startswith(TOTAL) else None
         out.add_row(*map(str, row), style=style)
     return out

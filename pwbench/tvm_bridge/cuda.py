@@ -86,7 +86,6 @@ def enable() -> str:
 
 def compile_dlight(func, target: dict):
     """DLight's default GPU rules: the first that schedules `func` and compiles."""
-    from pwbench.tvm_bridge.compiler import Compiled
     from tvm.s_tir import dlight
 
     enable()

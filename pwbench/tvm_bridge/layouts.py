@@ -3,6 +3,8 @@ only: the compiler and the runtime side both use it."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from pwbench.workloads.spec import ConvSpec
@@ -47,3 +49,67 @@ def to_layout(spec: ConvSpec, a: np.ndarray) -> np.ndarray:
 
 def from_layout(spec: ConvSpec, a: np.ndarray) -> np.ndarray:
     return a if spec.layout == "NCHW" else np.ascontiguousarray(a.transpose(0, 3, 1, 2))
+
+
+# ---- structured kernels (tvm_bridge/spaces.py): packed weights, blocked activations -------------
+@dataclass(frozen=True)
+class Packing:
+    """How a structured kernel holds the logical arrays: its activation layout (NCHW, NHWC, or
+    NCHWc: NCHW[ic_bn]c in, NCHW[oc_bn]c out) and the weight packed to
+    (O/oc_bn, I/ic_bn, kh, kw, ic_bn, oc_bn), depthwise (C/bn, kh, kw, bn). Packing the weight is
+    load-time work, never inside the timed call."""
+    layout: str
+    ic_bn: int
+    oc_bn: int
+
+    @property
+    def blocked(self) -> bool:
+        return self.layout == "NCHWc"
+
+
+def packed_input_shape(spec: ConvSpec, p: Packing) -> tuple:
+    n, c, h, w = spec.input_shape
+    return {"NCHW": (n, c, h, w), "NHWC": (n, h, w, c),
+            "NCHWc": (n, c // p.ic_bn, h, w, p.ic_bn)}[p.layout]
+
+
+def packed_output_shape(spec: ConvSpec, p: Packing) -> tuple:
+    n, c, h, w = spec.output_shape
+    return {"NCHW": (n, c, h, w), "NHWC": (n, h, w, c),
+            "NCHWc": (n, c // p.oc_bn, h, w, p.oc_bn)}[p.layout]
+
+
+def packed_weight_shape(spec: ConvSpec, p: Packing) -> tuple:
+    o, i, kh, kw = spec.weight_shape
+    if spec.kind == "depthwise":
+        return (o // p.oc_bn, kh, kw, p.oc_bn)
+    return (o // p.oc_bn, i // p.ic_bn, kh, kw, p.ic_bn, p.oc_bn)
+
+
+def pack_weight(spec: ConvSpec, p: Packing, w: np.ndarray) -> np.ndarray:
+    o, i, kh, kw = spec.weight_shape
+    if spec.kind == "depthwise":
+        return np.ascontiguousarray(w.reshape(o // p.oc_bn, p.oc_bn, kh, kw).transpose(0, 2, 3, 1))
+    return np.ascontiguousarray(w.reshape(o // p.oc_bn, p.oc_bn, i // p.ic_bn, p.ic_bn, kh, kw)
+                                .transpose(0, 2, 4, 5, 3, 1))
+
+
+def unpack_weight(spec: ConvSpec, p: Packing, w: np.ndarray) -> np.ndarray:
+    if spec.kind == "depthwise":
+        return np.ascontiguousarray(w.transpose(0, 3, 1, 2)).reshape(spec.weight_shape)
+    return np.ascontiguousarray(w.transpose(0, 5, 1, 4, 2, 3)).reshape(spec.weight_shape)
+
+
+def to_packed(a: np.ndarray, layout: str, bn: int) -> np.ndarray:
+    """A logical NCHW activation in a kernel's layout."""
+    if layout == "NCHWc":
+        n, c, h, w = a.shape
+        return np.ascontiguousarray(a.reshape(n, c // bn, bn, h, w).transpose(0, 1, 3, 4, 2))
+    return np.ascontiguousarray(a if layout == "NCHW" else a.transpose(0, 2, 3, 1))
+
+
+def from_packed(a: np.ndarray, layout: str) -> np.ndarray:
+    if layout == "NCHWc":
+        n, cc, h, w, bn = a.shape
+        return np.ascontiguousarray(a.transpose(0, 1, 4, 2, 3)).reshape(n, cc * bn, h, w)
+    return a if layout == "NCHW" else np.ascontiguousarray(a.transpose(0, 3, 1, 2))

@@ -198,3 +198,36 @@ def load_relax_kernel(workload, library: str, threads: int) -> RelaxKernel:
     kernel = RelaxKernel(workload, vm["main"], tvm.cpu(0))
     kernel.vm = vm  # the function lives as long as its VM
     return kernel
+
+
+class PackedConv(TvmConv):
+    """A structured kernel (tvm_bridge/spaces.py): the weight is packed when loaded, once, outside
+    the timed call; the activations are in the kernel's layout (NCHW or NHWC: conversions inside
+    the kernel, so inside the timed call; NCHWc: blocked end to end, converted when loaded, as a
+    network whose layers all use the blocked layout would never convert)."""
+
+    def __init__(self, spec: ConvSpec, function, device, packing: layouts.Packing):
+        self.spec, self.fn, self.packing = spec, function, packing
+        self.x = tvm.runtime.empty(layouts.packed_input_shape(spec, packing), spec.dtype, device)
+        self.w = tvm.runtime.empty(layouts.packed_weight_shape(spec, packing), spec.dtype, device)
+        self.y = tvm.runtime.empty(layouts.packed_output_shape(spec, packing), spec.dtype, device)
+        self.clock = HostClock(self)
+
+    def load(self, x: np.ndarray, w: np.ndarray) -> None:
+        p = self.packing
+        self.x.copyfrom(layouts.to_packed(x, p.layout, p.ic_bn))
+        self.w.copyfrom(layouts.pack_weight(self.spec, p, w))
+
+    def result(self) -> np.ndarray:
+        return layouts.from_packed(self.y.numpy(), self.packing.layout)
+
+    def inputs(self) -> tuple[np.ndarray, np.ndarray]:
+        p = self.packing
+        return (layouts.from_packed(self.x.numpy(), p.layout),
+                layouts.unpack_weight(self.spec, p, self.w.numpy()))
+
+
+def load_packed_kernel(spec: ConvSpec, library: str, threads: int,
+                       packing: layouts.Packing) -> PackedConv:
+    set_threads(threads)
+    return PackedConv(spec, tvm.runtime.load_module(str(Path(library)))["main"], tvm.cpu(0), packing)

@@ -56,7 +56,9 @@ def resolve(name_or_path: str) -> Path:
 
 
 def load(name_or_path: str = DEFAULT_SUITE, **overrides) -> Suite:
-    """Load a suite; overrides (batch, layout, dtype) replace every layer's value when not None."""
+    """Load a suite; overrides (batch, layout, dtype) replace every layer's value when not None.
+    A layout may be a list (`layout = ["NCHW", "NHWC"]` in [suite], or the override "NCHW,NHWC"):
+    every layer that does not set its own is then measured in each, one after the other."""
     path = resolve(name_or_path)
     text = path.read_text()
     try:
@@ -67,26 +69,40 @@ def load(name_or_path: str = DEFAULT_SUITE, **overrides) -> Suite:
     if not isinstance(head, dict) or set(head) - _SUITE_DEFAULTS - {"description"}:
         raise UserError(f"{path}: [suite] may only set description, {', '.join(sorted(_SUITE_DEFAULTS))}")
     defaults = {k: head[k] for k in _SUITE_DEFAULTS if k in head}
-    defaults.update({k: v for k, v in overrides.items() if v is not None})
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    defaults.update(overrides)
+    layouts = _layouts(defaults.pop("layout", "NCHW"), path)
+    forced = overrides.pop("layout", None) is not None  # --layout beats a layer's own
     unknown_top = set(data) - {"suite", "layer", "sweep", "block"}
     if unknown_top:
         raise UserError(f"{path}: unknown table(s) {sorted(unknown_top)}; use [suite], [[layer]], "
                         "[[sweep]], [[block]]")
     specs = []
-    makers = {"layer": lambda e: [_make_spec(e, defaults, overrides)],
-              "sweep": lambda e: [_make_spec(f, defaults, overrides) for f in _expand_sweep(e)],
-              "block": lambda e: _make_block(e, defaults, overrides)}
+    makers = {"layer": lambda e, d, o: [_make_spec(e, d, o)],
+              "sweep": lambda e, d, o: [_make_spec(f, d, o) for f in _expand_sweep(e)],
+              "block": lambda e, d, o: _make_block(e, d, o)}
     for table, make in makers.items():
         lines = _header_lines(text, table)
         for i, entry in enumerate(data.get(table, [])):
             where = f"{path}:{lines[i] if i < len(lines) else '?'} ([[{table}]] #{i + 1})"
-            try:
-                specs += make(entry)
-            except UserError as exc:
-                raise UserError(f"{where}: {exc}") from None
+            own = "layout" in entry and not forced
+            for layout in ([entry["layout"]] if own else layouts):
+                fixed = {"layout": layout} if forced else {}
+                try:
+                    specs += make(entry, defaults | {"layout": layout}, overrides | fixed)
+                except UserError as exc:
+                    raise UserError(f"{where}: {exc}") from None
     if not specs:
         raise UserError(f"{path}: no [[layer]], [[sweep]] or [[block]] entries")
     return Suite(path.stem, head.get("description", ""), path, tuple(specs))
+
+
+def _layouts(value, path) -> list[str]:
+    """A layout, a list of them, or a comma-separated text of them."""
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, list) or not items or not all(isinstance(v, str) for v in items):
+        raise UserError(f"{path}: layout must be a layout or a list of layouts, got {value!r}")
+    return list(dict.fromkeys(v.strip() for v in items))
 
 
 def _header_lines(text: str, table: str) -> list[int]:
