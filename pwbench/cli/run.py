@@ -10,10 +10,12 @@ from pwbench.cli.options import add_db, add_tuning, add_workload, positive_float
 
 
 def add(sub):
+    from pwbench.measure import instructions
     from pwbench.measure.runner import DEFAULT_PROCESSES
 
     run = sub.add_parser("run", help="benchmark a suite: verify, then time every kernel")
     add_workload(run, targets="cpu, x86, cuda, arm, or a TVM target", threads="threads for every backend")
+    run.set_defaults(threads=None)  # all cores, or 1 under --clock instructions
     run.add_argument("--backend", help="comma-separated backends (default: torch, and the "
                                         "backends of --kernels)")
     run.add_argument("--kernels", type=Path, metavar="DIR",
@@ -23,8 +25,18 @@ def add(sub):
                      help="warm-up per kernel and process (default 50)")
     run.add_argument("--sample-ms", type=positive_float, default=400.0,
                      help="sampling per kernel and process (default 400)")
-    run.add_argument("--processes", type=int, default=DEFAULT_PROCESSES, metavar="N",
-                     help=f"measure every kernel in N fresh processes, pooled (default {DEFAULT_PROCESSES})")
+    run.add_argument("--processes", type=int, metavar="N",
+                     help=f"measure every kernel in N fresh processes, pooled (default "
+                          f"{DEFAULT_PROCESSES}; {instructions.DEFAULT_PROCESSES} under --clock "
+                          "instructions)")
+    run.add_argument("--clock", default="time", metavar="time|instructions",
+                     help="time (default: each kernel's timer), or instructions: counted by "
+                          "valgrind's callgrind, one thread, the ISA capped to AVX2 (a CI gate "
+                          "that does not flake; needs valgrind)")
+    run.add_argument("--calls", type=positive_int, default=instructions.DEFAULT_CALLS, metavar="N",
+                     help=f"--clock instructions: counted calls per kernel and process (default "
+                          f"{instructions.DEFAULT_CALLS}, after {instructions.WARMUP_CALLS} "
+                          f"warm-up calls and {instructions.DROPPED_CALLS} dropped one)")
     run.add_argument("--cache", default="hot", metavar="hot|cold",
                      help="hot (default), or cold: caches evicted before every sample")
     run.add_argument("--peaks", type=Path, metavar="FILE",
@@ -48,7 +60,8 @@ def main(args) -> int:
         filter=args.filter, batch=args.batch, layout=args.layout, threads=args.threads,
         output=args.output, budget=timing.Budget(warmup_ms=args.warmup_ms, sample_ms=args.sample_ms),
         processes=args.processes, cache=args.cache, peaks_file=args.peaks, trials=args.trials,
-        tune_minutes=args.tune_minutes, tuning_dir=args.tuning_dir)
+        tune_minutes=args.tune_minutes, tuning_dir=args.tuning_dir, clock=args.clock,
+        calls=args.calls)
     watch = console.RunProgress()
     plan = runner.plan(config, watch)
     try:
