@@ -264,15 +264,17 @@ class ValgrindProcess:
 def crash_reason(log: str) -> str:
     """What valgrind's log says killed the process, in one line ('' when it says nothing)."""
     lines = [re.sub(r"^[=-]{2}\d+[=-]{2} ?", "", line).strip() for line in log.splitlines()]
-    unhandled = next((line for line in lines if "unhandled instruction bytes" in line), None)
     where = ""
     for i, line in enumerate(lines):
         if line.startswith("Process terminating"):
             where = next((m.group(1) for m in map(re.compile(r"at 0x[0-9A-F]+: (.*)").match,
                                                   lines[i + 1:i + 6]) if m), "")
             break
+    unhandled = next((m.group(1).split() for m in map(re.compile(
+        r".*unhandled instruction bytes: ((?:0x[0-9A-Fa-f]+ ?)+)").match, lines) if m), None)
     if unhandled:
-        return (f"valgrind cannot decode an instruction of this kernel ({unhandled[:80]}"
-                f"{', at ' + where if where else ''}): built for an ISA valgrind lacks, e.g. "
-                "AVX-512")
-    return f"at {where}" if where else ""
+        evex = " (0x62: an EVEX prefix, i.e. AVX-512)" if unhandled[0].upper() == "0X62" else ""
+        return (f"valgrind cannot decode instruction bytes {' '.join(unhandled[:4])} ...{evex}"
+                f"{' in ' + where if where else ''}: the kernel was built for an ISA valgrind "
+                "lacks")
+    return f"in {where}" if where else ""
