@@ -37,8 +37,16 @@ and counts each kernel, after it passed its numerical check, like this:
 What keeps counts stable (README, "Instruction counts"): one thread (valgrind serialises threads,
 so a pool's spin-waits would be counted), the ISA capped to what valgrind decodes (no AVX-512:
 the target builds TVM kernels for an AVX2 CPU and caps oneDNN / MKL / ATen, recorded in the run's
-metadata), the warm-up. What remains is glibc malloc's path length inside torch ops and the
-interpreter around the call: see NOISE_FLOOR.
+metadata), the warm-up (torch's count settles only after ~5 calls following the check: glibc's
+heap), and a fixed Python hash seed. A torch op spends a third or more of its instructions in
+glibc malloc, whose path length depends on the heap's state, and that state depends on every
+allocation the process made before, whose order follows Python's (randomised) string hashes: with
+a random seed a torch depthwise conv's median count moved by 1 % from one process to the next,
+with PYTHONHASHSEED=0 it was the same in every process, call for call. TVM kernels called from C
+(tvm_bridge/ffi_kernel.py) allocate nothing and give the same count on every call. What remains
+is what any change before a kernel does to the heap (another layer in the suite, another
+pwbench, a longer output path): NOISE_FLOOR, measured with random hash seeds. Each round's
+process gets its round index as seed, so `--processes 3` averages over three heaps.
 """
 
 from __future__ import annotations
@@ -65,14 +73,21 @@ DEFAULT_CALLS = 10  # counted calls kept per kernel and process
 DEFAULT_PROCESSES = 1  # counts differ by < 0.1 % between processes; each one starts torch again
 # Largest relative difference of a kernel's instructions per call between separate invocations
 # measured on this code (scripts/instruction_study.py, 10 invocations: README, "Instruction
-# counts"); compare's default count threshold sits well above it.
+# counts"); compare's default count threshold (analysis/compare.py) sits well above it.
 NOISE_FLOOR = 0.005
-COUNT_THRESHOLD = 0.02
 ESTIMATED_CYCLES = ("Ir + 10 x (I1mr + D1mr + D1mw) + 100 x (ILmr + DLmr + DLmw): KCachegrind's "
                     "Cycle Estimation (libcore/globalconfig.cpp), cache simulation only")
 COLUMNS = samples.COUNT_COLUMNS  # per call: instructions, l1_misses, ll_misses, estimated_cycles
 DEBIAN_PACKAGE = "valgrind"
 OUT_ENV = "PWBENCH_CALLGRIND_OUT"  # the worker's callgrind output file, set by ValgrindProcess
+
+
+def hash_seed(process: int = 0) -> str:
+    """The Python hash seed of a counting worker: the index of its round (round 0: seed 0), so an
+    invocation repeats its counts exactly and several processes see different heaps (their median
+    is robust to what shifts one heap); unless the environment sets one
+    (scripts/instruction_study.py sets `random` to measure the floor)."""
+    return os.environ.get("PYTHONHASHSEED") or str(process)
 
 REQUESTS_SOURCE = r"""
 /* callgrind's client requests as functions for ctypes; no-ops outside valgrind. */
@@ -104,7 +119,9 @@ class Valgrind:
         """What the run metadata records of this clock."""
         return {"valgrind": self.version, "options": " ".join(self.options()),
                 "counted_calls": self.calls, "dropped_calls": DROPPED_CALLS,
-                "warmup_calls": WARMUP_CALLS, "estimated_cycles": ESTIMATED_CYCLES}
+                "warmup_calls": WARMUP_CALLS,
+                "python_hash_seed": os.environ.get("PYTHONHASHSEED") or "round index",
+                "estimated_cycles": ESTIMATED_CYCLES}
 
 
 def find(calls: int = DEFAULT_CALLS) -> Valgrind:
@@ -229,16 +246,17 @@ class ValgrindProcess:
     instruction it cannot decode, a segfault and where). `code` is the Python the worker runs;
     `fd` the inherited end of its pipe."""
 
-    def __init__(self, valgrind: Valgrind, work_dir: Path, code: str, fd: int):
+    def __init__(self, valgrind: Valgrind, work_dir: Path, code: str, fd: int, index: int = 0):
         work_dir.mkdir(parents=True, exist_ok=True)
         stem = work_dir / f"callgrind.{os.getpid()}.{time.monotonic_ns()}"
         self.out, self.log = Path(f"{stem}.out"), Path(f"{stem}.log")
         self.command = [*valgrind.command(self.out, self.log), sys.executable, "-c", code, str(fd)]
-        self.fd, self.popen = fd, None
+        self.fd, self.index, self.popen = fd, index, None
 
     def start(self) -> None:
+        env = {**os.environ, OUT_ENV: str(self.out), "PYTHONHASHSEED": hash_seed(self.index)}
         self.popen = subprocess.Popen(self.command, pass_fds=(self.fd,), stdin=subprocess.DEVNULL,
-                                      env={**os.environ, OUT_ENV: str(self.out)})
+                                      env=env)
 
     def is_alive(self) -> bool:
         return self.popen.poll() is None

@@ -90,7 +90,7 @@ def measure(jobs: list[Job], target, settings: Settings,
 def _round(jobs: list[Job], index: int, target, settings: Settings) -> Iterator[Outcome]:
     remaining = list(jobs)
     while remaining:
-        with _Worker(remaining, target, settings) as worker:
+        with _Worker(remaining, target, settings, index) as worker:
             for outcome in worker.outcomes(index):
                 remaining = [j for j in remaining if j.key != outcome.key]
                 yield outcome
@@ -99,7 +99,7 @@ def _round(jobs: list[Job], index: int, target, settings: Settings) -> Iterator[
 class _Worker:
     """One spawned process and the pipe to it."""
 
-    def __init__(self, jobs: list[Job], target, settings: Settings):
+    def __init__(self, jobs: list[Job], target, settings: Settings, index: int = 0):
         context = multiprocessing.get_context("spawn")  # fresh: nothing inherited but the env
         self.conn, child = context.Pipe()
         env = {k: v for j in jobs for k, v in j.env.items()}
@@ -109,7 +109,7 @@ class _Worker:
             self.process.start()
         else:
             self.process = instructions.ValgrindProcess(settings.valgrind, settings.work_dir,
-                                                        SERVE_INHERITED, child.fileno())
+                                                        SERVE_INHERITED, child.fileno(), index)
             started = time.time()
             self.process.start()
             # what spawn would pass: the parent's sys.path first (tests' backends are found by it)

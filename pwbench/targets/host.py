@@ -104,11 +104,13 @@ class HostCPU(Target):
         return HostCPU(self.name, self.tvm_given, self.description, cap)
 
     def tvm_target(self, threads: int) -> dict:
-        if self.isa_cap and not self.tvm_given:  # a target given in full is the user's choice
-            return {**self.isa_cap[0], "num-cores": threads}
         from pwbench.tvm_bridge import compiler  # LLVM names this CPU; TVM only when asked
 
-        return compiler.cpu_target(self.tvm_given, threads)
+        # capped: the cap's target, canonical as if given in full (a run timing the same kernels
+        # gives it with --target and gets the same target string and tuning database); a target
+        # given in full stays the user's choice
+        given = json.dumps(self.isa_cap[0]) if self.isa_cap and not self.tvm_given else None
+        return compiler.cpu_target(given or self.tvm_given, threads)
 
     def facts(self) -> dict:
         f = cpu_facts()
@@ -120,6 +122,11 @@ class HostCPU(Target):
         f = cpu_facts()
         return {**{k: f[k] for k in ("cpu_model", "cpu_id", "cpu_flags", "cores", "machine")},
                 **self._cap_facts()}
+
+    def tuning_facts(self) -> dict:
+        """A tuning database holds schedules for a TVM target (in its fingerprint) on this CPU:
+        the libraries' caps do not change them."""
+        return {k: v for k, v in self.fingerprint_facts().items() if k != "isa_cap"}
 
     def _cap_facts(self) -> dict:
         if not self.isa_cap:
