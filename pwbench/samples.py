@@ -25,3 +25,16 @@ def process_medians(samples, processes) -> np.ndarray:
     comparison works on."""
     s, p = np.asarray(samples, dtype=float), np.asarray(processes)
     return np.array([np.median(s[p == i]) for i in sorted(set(p.tolist()))])
+
+
+# Per-call figures of the instruction clock (measure/instructions.py): a row of that clock has
+# `samples_<column>` (every counted call of every process, in process order) and `<column>`, their
+# median. Counts are integers and need no interval: their spread between processes is far below
+# any change worth gating on (README, "Instruction counts").
+COUNT_COLUMNS = ("instructions", "l1_misses", "ll_misses", "estimated_cycles")
+
+
+def count_summary(counts: dict) -> dict:
+    """The median of each count column's per-call samples (NaN when there are none)."""
+    return {c: float(np.median(counts[c])) if len(counts.get(c) or ()) else math.nan
+            for c in COUNT_COLUMNS}

@@ -1,7 +1,8 @@
 """A real 10 % slowdown for the regression studies: the torch backend computing each conv over
 about 10 % more output channels (and, for a depthwise conv, as many more input channels) and
 returning the channels asked for. Same result, about 10 % more work on every call. Registered
-as 'torch' by scripts/aa_study.py, so its rows pair with a clean run's."""
+as 'torch' by scripts/aa_study.py, scripts/instruction_study.py and tests/test_instructions.py,
+so its rows pair with a clean run's; it brings the run's clock (timed, or counted)."""
 
 import functools
 import math
@@ -16,14 +17,14 @@ FACTOR = 1.10
 
 
 class MoreWorkConv(torch_backend.TorchConv):
-    def __init__(self, spec, device, threads):
+    def __init__(self, spec, device, threads, clock="host"):
         extra = math.ceil(spec.out_channels * (FACTOR - 1))
         if spec.kind == "depthwise":
             bigger = spec.replace(in_channels=spec.in_channels + extra,
                                   out_channels=spec.out_channels + extra, groups=spec.groups + extra)
         else:
             bigger = spec.replace(out_channels=spec.out_channels + extra * spec.groups)
-        super().__init__(bigger, device, threads)
+        super().__init__(bigger, device, threads, clock=clock)
         self.asked = spec
 
     def load(self, x: np.ndarray, w: np.ndarray) -> None:
@@ -42,4 +43,5 @@ class MoreWorkConv(torch_backend.TorchConv):
 
 class Backend(torch_backend.Backend):
     def build(self, spec) -> Built:
-        return Built(functools.partial(MoreWorkConv, spec, self.device, self.threads))
+        return Built(functools.partial(MoreWorkConv, spec, self.device, self.threads,
+                                       clock=self.clock), clock=self.clock)

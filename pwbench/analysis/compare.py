@@ -38,6 +38,17 @@ time windows), which is why a change inside it is never a regression however sig
 
 A numerical check that passed in BASE and failed (or could not run) in NEW is always a regression,
 whatever the times say: a wrong-but-fast kernel must never look like a win.
+
+Instruction counts (`pwbench run --clock instructions`). A count does not drift with the machine:
+the same code gives the same count to within glibc malloc's path length inside a torch op
+(measured across separate invocations: see measure/instructions.py, NOISE_FLOOR), and exactly
+the same count for a TVM kernel. No interval is needed, so a counted kernel's verdict is a plain
+threshold on the ratio of its median counts per call, new / base (the median over processes of
+each process's median): slower above 1 + t, faster below 1 / (1 + t), else same, with t the
+count threshold (`--count-threshold`, default COUNT_THRESHOLD = 2 %, four times the noise floor,
+so an A/A pair is never flagged and a 10 % change in work, which moves a count by 8-10 %, always
+is). Rows pair only with rows of the same clock (results.KERNEL_KEY), so a count never meets a
+time.
 """
 
 from __future__ import annotations
@@ -55,11 +66,13 @@ from pwbench.errors import UserError
 from pwbench.store import results
 
 CONFIDENCE = 0.80  # two-sided; each bound is a one-sided 90 % bound
+COUNT_THRESHOLD = 0.02  # instruction counts: 4x the noise floor measured across invocations
 Z_ONE_SIDED = 1.2815515655446004  # standard normal quantile at 0.90
 REGRESSIONS = ("slower", "failed")
 # What a regression gate must look at when the environments differ (the commit is expected to)
 ENV_KEYS = ("cpu_model", "cpu_id", "cpu_flags", "cores", "machine", "gpu", "gpu_driver", "threads",
-            "thread_env", "target", "cache", "python", "hostname")
+            "thread_env", "target", "cache", "python", "hostname", "clock", "isa_cap",
+            "instruction_clock")
 
 
 @dataclass
@@ -173,6 +186,12 @@ class Side:
     check: str
     error: str
     run_spread: Spread | None = None  # pooled over every kernel of its run(s)
+    count_medians: np.ndarray = field(default_factory=lambda: np.array([]))  # instruction clock:
+    # the median instructions per call of each process
+
+    @property
+    def instructions(self) -> float:
+        return float(np.median(self.count_medians)) if self.count_medians.size else math.nan
 
 
 def sides(records: pd.DataFrame) -> dict[tuple, Side]:
@@ -181,24 +200,36 @@ def sides(records: pd.DataFrame) -> dict[tuple, Side]:
     process of each keeping its own identity; copies of one measurement count once."""
     out = {}
     for key, group in records.groupby(list(results.KERNEL_KEY), sort=False, dropna=False):
-        unique, medians = {}, []
+        unique, medians, counts = {}, [], {}
         for row in group.itertuples(index=False):
+            procs = getattr(row, "samples_process", None)
             values = tuple(row.samples_s) if row.samples_s is not None else ()
             if values and values not in unique:
-                procs = getattr(row, "samples_process", None)
-                procs = np.asarray(procs) if procs is not None and len(procs) == len(values) \
-                    else np.zeros(len(values), int)
-                unique[values] = procs
-                medians += list(samples.process_medians(values, procs))
+                unique[values] = _processes(procs, len(values))
+                medians += list(samples.process_medians(values, unique[values]))
+            instructions = getattr(row, "samples_instructions", None)
+            instructions = tuple(instructions) if _listlike(instructions) else ()
+            if instructions and instructions not in counts:  # copies of one measurement count once
+                counts[instructions] = samples.process_medians(
+                    instructions, _processes(procs, len(instructions)))
         pooled = np.concatenate([np.asarray(v, float) for v in unique]) if unique else np.array([])
         checks = [str(c) for c in group["check"].fillna("")]
         out[key] = Side(list(dict.fromkeys(map(str, group["layer"]))), pooled, np.asarray(medians),
                         float(np.median(pooled)) if pooled.size else math.nan,
-                        _worst_check(checks), next((str(e) for e in group["error"] if e), ""))
+                        _worst_check(checks), next((str(e) for e in group["error"] if e), ""),
+                        count_medians=np.concatenate([*counts.values()]) if counts else np.array([]))
     run = pooled_spread(spread(side.process_medians) for side in out.values())
     for side in out.values():
         side.run_spread = run
     return out
+
+
+def _processes(procs, n: int) -> np.ndarray:
+    return np.asarray(procs) if _listlike(procs) and len(procs) == n else np.zeros(n, int)
+
+
+def _listlike(value) -> bool:
+    return value is not None and not isinstance(value, (float, str)) and hasattr(value, "__len__")
 
 
 def _worst_check(checks: list[str]) -> str:
@@ -231,10 +262,16 @@ class Row:
     variant: str = ""
     cache: str = "hot"
     clock: str = "host"
+    base_instructions: float = math.nan  # instruction clock: median instructions per call
+    new_instructions: float = math.nan
 
     @property
     def regression(self) -> bool:
         return self.verdict in REGRESSIONS
+
+    @property
+    def counted(self) -> bool:
+        return not (math.isnan(self.base_instructions) and math.isnan(self.new_instructions))
 
 
 @dataclass
@@ -244,6 +281,7 @@ class Comparison:
     threshold: float
     rows: list[Row]
     warnings: list[str] = field(default_factory=list)
+    count_threshold: float = COUNT_THRESHOLD
 
     @property
     def regressions(self) -> list[Row]:
@@ -260,7 +298,17 @@ def _ran(check: str) -> bool:
     return check in ("passed", "untrusted")
 
 
-def compare_sides(key: tuple, base: Side | None, new: Side | None, threshold: float) -> Row:
+def count_verdict(ratio: float, threshold: float) -> str:
+    """Instruction counts: a plain threshold on new / base (no interval: see the docstring)."""
+    if ratio > 1 + threshold:
+        return "slower"
+    if ratio < 1 / (1 + threshold):
+        return "faster"
+    return "same"
+
+
+def compare_sides(key: tuple, base: Side | None, new: Side | None, threshold: float,
+                  count_threshold: float = COUNT_THRESHOLD) -> Row:
     spec_id, backend, target, variant, cache, clock = key
     layer = ", ".join((new or base).layers[:3]) + (" ..." if len((new or base).layers) > 3 else "")
     row = Row(layer, spec_id, backend, target, "", variant=variant, cache=cache, clock=clock)
@@ -271,12 +319,20 @@ def compare_sides(key: tuple, base: Side | None, new: Side | None, threshold: fl
     row.base_check, row.new_check = base.check, new.check
     row.base_median_s, row.new_median_s = base.median_s, new.median_s
     row.base_n, row.new_n = base.samples.size, new.samples.size
+    row.base_instructions, row.new_instructions = base.instructions, new.instructions
+    counted = base.count_medians.size and new.count_medians.size
+    if counted:
+        row.base_n, row.new_n = base.count_medians.size, new.count_medians.size  # processes
     if _ran(base.check) and not _ran(new.check):
         row.verdict = "failed"
         row.note = f"check {base.check} -> {new.check or 'not run'}" + (f": {new.error}" if new.error else "")
     elif not _ran(base.check):
         row.verdict = "fixed" if _ran(new.check) else "not timed"
         row.note = f"check {base.check or 'not run'} -> {new.check or 'not run'}"
+    elif counted:
+        row.ratio = new.instructions / base.instructions
+        row.verdict = count_verdict(row.ratio, count_threshold)
+        row.note = _count_note(base, new, count_threshold)
     elif min(base.samples.size, new.samples.size) < 2:
         row.verdict, row.note = "uncertain", "fewer than 2 samples"
     else:
@@ -288,21 +344,37 @@ def compare_sides(key: tuple, base: Side | None, new: Side | None, threshold: fl
     return row
 
 
+def _count_note(base: Side, new: Side, threshold: float) -> str:
+    """Say so when a side's counts vary between its processes by more than half the threshold:
+    then the floor the threshold was chosen above does not hold for this kernel."""
+    worst = max((s.count_medians.max() / s.count_medians.min() - 1) for s in (base, new))
+    if worst > threshold / 2:
+        return (f"counts vary by {worst:.1%} between processes of one run: above the noise "
+                "floor this threshold assumes")
+    return ""
+
+
 def compare_records(base: pd.DataFrame, new: pd.DataFrame, threshold: float,
-                    base_name: str = "BASE", new_name: str = "NEW") -> Comparison:
+                    base_name: str = "BASE", new_name: str = "NEW",
+                    count_threshold: float = COUNT_THRESHOLD) -> Comparison:
     b, n = sides(base), sides(new)
     if not set(b) & set(n):
-        if {k[:3] for k in b} & {k[:3] for k in n}:
+        clocks = [sorted({str(k[-1]) for k in side}) for side in (b, n)]
+        if clocks[0] == clocks[1] and {k[:3] for k in b} & {k[:3] for k in n}:
             raise UserError(
                 f"{base_name} and {new_name} have no kernel in common: the same shapes and "
                 f"backends, but other variants ({base_name}: {_variants(b)}; {new_name}: "
                 f"{_variants(n)}), which are other kernels (a blocked layout is never paired "
                 "with NCHW in and out)")
+        why = (f" (BASE measured with clock {', '.join(clocks[0])}, NEW with "
+               f"{', '.join(clocks[1])}: a count never pairs with a time)" if clocks[0] != clocks[1]
+               else "")
         raise UserError(f"{base_name} and {new_name} have no kernel (spec id, backend, target) in "
-                        "common: not runs of the same suite and backends")
-    rows = [compare_sides(k, b.get(k), n.get(k), threshold) for k in dict.fromkeys([*b, *n])]
+                        f"common: not runs of the same suite and backends{why}")
+    rows = [compare_sides(k, b.get(k), n.get(k), threshold, count_threshold)
+            for k in dict.fromkeys([*b, *n])]
     _name_other_variants(rows, b, n)
-    return Comparison(base_name, new_name, threshold, rows)
+    return Comparison(base_name, new_name, threshold, rows, count_threshold=count_threshold)
 
 
 def _variants(sides_: dict) -> str:
@@ -327,8 +399,16 @@ def _name_other_variants(rows: list[Row], base: dict, new: dict) -> None:
 
 def env_differences(base: dict, new: dict) -> list[str]:
     """What differs between two runs' environments, in words ('threads 1 -> 2')."""
-    diffs = [f"{k} {_short(base.get(k))} -> {_short(new.get(k))}"  # keys older runs lack: skipped
-             for k in ENV_KEYS if k in base and k in new and base[k] != new[k]]
+    diffs = []
+    for k in ENV_KEYS:  # keys older runs lack: skipped
+        if k not in base or k not in new or base[k] == new[k]:
+            continue
+        if isinstance(base[k], dict) and isinstance(new[k], dict):  # only what differs in it
+            diffs += [f"{k}.{sub} {_short(base[k].get(sub))} -> {_short(new[k].get(sub))}"
+                      for sub in dict.fromkeys([*base[k], *new[k]])
+                      if base[k].get(sub) != new[k].get(sub)]
+        else:
+            diffs.append(f"{k} {_short(base.get(k))} -> {_short(new.get(k))}")
     bv, nv = base.get("versions") or {}, new.get("versions") or {}
     diffs += [f"{lib} {bv.get(lib, 'absent')} -> {nv.get(lib, 'absent')}"
               for lib in dict.fromkeys([*bv, *nv]) if bv.get(lib) != nv.get(lib)]
@@ -348,14 +428,14 @@ def busy_notes(meta: dict, name: str) -> list[str]:
 
 # ---- loading and output -------------------------------------------------------------------------
 
-def parse_threshold(text: str) -> float:
+def parse_threshold(text: str, option: str = "--threshold") -> float:
     """A percentage, with or without the sign: '5%' and '5' -> 0.05."""
     try:
         value = float(text.strip().removesuffix("%")) / 100
     except ValueError:
         value = math.nan
     if not 0 <= value < 10:  # also false for NaN
-        raise UserError(f"--threshold expects a percentage such as 5%, got {text!r}")
+        raise UserError(f"{option} expects a percentage such as 5%, got {text!r}")
     return value
 
 
@@ -366,9 +446,11 @@ def load_run(directory: Path) -> results.Run:
     return run
 
 
-def compare_runs(base_dir: Path, new_dir: Path, threshold: float) -> Comparison:
+def compare_runs(base_dir: Path, new_dir: Path, threshold: float,
+                 count_threshold: float = COUNT_THRESHOLD) -> Comparison:
     base, new = load_run(base_dir), load_run(new_dir)
-    result = compare_records(base.records, new.records, threshold, str(base_dir), str(new_dir))
+    result = compare_records(base.records, new.records, threshold, str(base_dir), str(new_dir),
+                             count_threshold)
     diffs = env_differences(base.meta, new.meta)
     if diffs:
         result.warnings.append("environments differ, timings may not be comparable: " + "; ".join(diffs))
@@ -392,8 +474,11 @@ def _ci(r: Row) -> str:
 def summary_line(result: Comparison) -> str:
     counts = ", ".join(f"{n} {v}" for v, n in sorted(result.counts().items()))
     head = (f"{len(result.regressions)} regression(s)" if result.regressions else "no regression")
-    return (f"{head}: {len(result.rows)} kernels, {counts} (threshold {result.threshold:.0%}, "
-            f"{CONFIDENCE:.0%} interval)")
+    timed = any(not r.counted for r in result.rows)
+    rules = [f"threshold {result.threshold:.0%}, {CONFIDENCE:.0%} interval"] if timed else []
+    if any(r.counted for r in result.rows):
+        rules.append(f"instruction counts: threshold {result.count_threshold:.1%} on the ratio")
+    return f"{head}: {len(result.rows)} kernels, {counts} ({'; '.join(rules)})"
 
 
 COLUMNS = ("verdict", "layer", "backend", "base", "new", "change", "80 % interval", "note")
@@ -402,8 +487,15 @@ COLUMNS = ("verdict", "layer", "backend", "base", "new", "change", "80 % interva
 def cells(r: Row) -> list[str]:
     from pwbench.units import format_seconds
 
+    if r.counted:  # instructions per call; no interval (a plain threshold)
+        return [r.verdict, r.layer, r.backend, _instructions(r.base_instructions),
+                _instructions(r.new_instructions), _pct(r.ratio), "-", r.note]
     return [r.verdict, r.layer, r.backend, format_seconds(r.base_median_s),
             format_seconds(r.new_median_s), _pct(r.ratio), _ci(r), r.note]
+
+
+def _instructions(value: float) -> str:
+    return "-" if math.isnan(value) else f"{value:,.0f} instr"
 
 
 def to_markdown(result: Comparison) -> str:
@@ -418,6 +510,7 @@ def to_markdown(result: Comparison) -> str:
 
 def to_json(result: Comparison) -> str:
     data = {"base": result.base, "new": result.new, "threshold": result.threshold,
+            "count_threshold": result.count_threshold,
             "confidence": CONFIDENCE, "regressions": len(result.regressions),
             "counts": result.counts(), "warnings": result.warnings,
             "rows": [asdict(r) | {"regression": r.regression} for r in result.rows]}

@@ -14,7 +14,10 @@ event sink (its progress and notes reach the console through `events`, never a m
 function and plain arguments, e.g. functools.partial) because kernels are made and measured in
 worker processes. A kernel owns its clock: `kernel.clock.time(number)` returns the seconds that
 `number` back-to-back calls take, waited for completion, as that hardware is best timed (host
-perf_counter blocks, CUDA events, TVM's time_evaluator on a remote board).
+perf_counter blocks, CUDA events, TVM's time_evaluator on a remote board). Under the run's
+instruction clock (`Options.clock == "instructions"`, measure/instructions.py) a kernel brings an
+`InstructionClock` instead: callgrind counts its calls, and the backend may make it differently
+for that (a TVM kernel is called through its C entry point, without TVM's runtime).
 """
 
 from __future__ import annotations
@@ -101,6 +104,32 @@ class HostClock:
         return clock() - start
 
 
+class InstructionClock:
+    """Calls counted by callgrind (measure/instructions.py): each call between the client requests
+    that zero the counters and dump them. The loop is as lean as it can be, since whatever runs
+    between `zero` and `dump` is counted: the tags are made before, the requests are ctypes
+    functions called directly."""
+
+    name = "instructions"
+
+    def __init__(self, fn: Callable[[], object]):
+        self.fn = fn
+
+    def count(self, zero: Callable[[], object], dump: Callable[[bytes], object],
+              tags: list[bytes]) -> None:
+        fn = self.fn
+        for tag in tags:
+            zero()
+            fn()
+            dump(tag)
+
+
+def host_clock(fn: Callable[[], object], clock: str = "host"):
+    """The clock of a kernel that runs on this machine's CPU: timed, or counted under the run's
+    instruction clock."""
+    return InstructionClock(fn) if clock == InstructionClock.name else HostClock(fn)
+
+
 @dataclass
 class Built:
     """What build() returns: a recipe for the kernel, plus what the row and the console get."""
@@ -119,6 +148,7 @@ class Built:
 class Options:
     """Run options a backend may use."""
     threads: int = 1
+    clock: str = "time"  # "instructions": kernels bring an InstructionClock (the run counts them)
     work_dir: Path | None = None  # where build() may write files for the run (exported libraries)
     trials: int = 64  # tvm-tuned: MetaSchedule trials per layer
     tune_minutes: float | None = None  # tvm-tuned: tuning budget for the whole suite

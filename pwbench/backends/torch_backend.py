@@ -17,7 +17,7 @@ import functools
 import numpy as np
 import torch
 
-from pwbench.backends.base import Built, CudaEventClock, HostClock, NoEvents, Options
+from pwbench.backends.base import Built, CudaEventClock, NoEvents, Options, host_clock
 from pwbench.workloads.blocks import Block
 from pwbench.workloads.spec import ConvSpec
 
@@ -29,7 +29,8 @@ INEXACT_KERNELS = ("winograd", "fft")
 class TorchConv:
     exact = True  # fp32 convolutions, TF32 off: exact inputs must match bit for bit
 
-    def __init__(self, spec: ConvSpec, device: str, threads: int, tf32: bool = False):
+    def __init__(self, spec: ConvSpec, device: str, threads: int, tf32: bool = False,
+                 clock: str = "host"):
         torch.set_num_threads(threads)
         self.spec = spec
         self.device = torch.device(device)
@@ -53,7 +54,7 @@ class TorchConv:
             self.columns["cudnn_kernels"] = "; ".join(kernels) if kernels else "unknown"
             self.exact = algorithm_exact(kernels)
         else:
-            self.clock = HostClock(self)
+            self.clock = host_clock(self, clock)  # timed, or counted by the instruction clock
 
     def load(self, x: np.ndarray, w: np.ndarray) -> None:
         self.x.copy_(torch.from_numpy(x))
@@ -75,7 +76,7 @@ class TorchConv:
 class TorchBlock(TorchConv):
     """A block (workloads/blocks.py) as its eager torch module, its weights fixed by the block."""
 
-    def __init__(self, block, device: str, threads: int):
+    def __init__(self, block, device: str, threads: int, clock: str = "host"):
         from pwbench.workloads.torch_models import BlockModule
 
         torch.set_num_threads(threads)
@@ -86,7 +87,7 @@ class TorchBlock(TorchConv):
         self.x = torch.zeros(block.input_shape, dtype=dtype, device=self.device).to(
             memory_format=self.memory_format)
         self.out = None
-        self.clock = CudaEventClock(self) if self.device.type == "cuda" else HostClock(self)
+        self.clock = CudaEventClock(self) if self.device.type == "cuda" else host_clock(self, clock)
 
     def load(self, x: np.ndarray) -> None:
         self.x.copy_(torch.from_numpy(x))
@@ -125,6 +126,8 @@ class Backend:
     def __init__(self, target, options: Options = Options(), events=NoEvents()):
         self.device, self.threads = target.torch_device, options.threads
         self.gpu = torch.device(self.device).type == "cuda"
+        self.clock = "cuda-events" if self.gpu else "instructions" if \
+            options.clock == "instructions" else "host"
         # TF32 exists from compute capability 8.0 (Ampere); the main process sees the GPU here
         self.tf32 = (self.gpu and torch.cuda.is_available()
                      and torch.cuda.get_device_capability() >= (8, 0))
@@ -136,10 +139,11 @@ class Backend:
         return info
 
     def build(self, spec) -> Built | list[Built]:
-        clock = "cuda-events" if self.gpu else "host"
+        clock = self.clock
         if isinstance(spec, Block):
-            return Built(functools.partial(TorchBlock, spec, self.device, self.threads), clock=clock)
-        make = functools.partial(TorchConv, spec, self.device, self.threads)
+            return Built(functools.partial(TorchBlock, spec, self.device, self.threads, clock=clock),
+                         clock=clock)
+        make = functools.partial(TorchConv, spec, self.device, self.threads, clock=clock)
         strict = Built(make, clock=clock)
         if not (self.tf32 and spec.dtype == "float32"):
             return strict

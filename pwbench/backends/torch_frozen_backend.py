@@ -43,6 +43,7 @@ class Backend:
 
     def __init__(self, target, options: Options = Options(), events=NoEvents()):
         self.device, self.threads = target.torch_device, options.threads
+        self.clock = "instructions" if options.clock == "instructions" else "host"
 
     def versions(self) -> dict:
         return {"torch": torch.__version__, "torch_mkldnn": torch.backends.mkldnn.is_available()}
@@ -54,4 +55,5 @@ class Backend:
             raise Unsupported("torch-frozen pre-packs weights for oneDNN: CPU only (use torch)")
         if workload.dtype != "float32":
             raise Unsupported(f"torch-frozen: float32 only, not {workload.dtype}")
-        return Built(functools.partial(FrozenConv, workload, self.device, self.threads))
+        return Built(functools.partial(FrozenConv, workload, self.device, self.threads,
+                                       clock=self.clock), clock=self.clock)

@@ -1,6 +1,8 @@
 """TVM without tuning (tvm_bridge.compiler.compile_untuned): on a CPU the TOPI compute with no
 schedule (a serial loop nest); on a GPU DLight's default rules, recorded per kernel. Exported as a
-library that measuring processes load with TVM's runtime only."""
+library that measuring processes load with TVM's runtime only, or, under the instruction clock,
+call through its C entry point with no TVM at all (tvm_bridge/ffi_kernel.py: `import tvm` under
+valgrind would cost each counting process minutes)."""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ import functools
 from pathlib import Path
 
 from pwbench.backends.base import Built, NoEvents, Options, Unsupported
-from pwbench.tvm_bridge import compiler, runtime
+from pwbench.tvm_bridge import compiler, ffi_kernel, runtime
 from pwbench.workloads.spec import ConvSpec
 
 
@@ -40,9 +42,13 @@ def exported(spec: ConvSpec, compiled: compiler.Compiled, target: dict, backend:
     library = Path(options.work_dir) / f"{backend}_{spec.id}.so"
     compiler.export(compiled.executable, library)
     device = compiler.device_of(target)
+    columns = {"target_string": compiler.target_string(target), **compiled.columns, **(columns or {})}
+    if options.clock == "instructions" and device == "cpu":
+        return Built(functools.partial(ffi_kernel.load_kernel, spec, str(library),
+                                       ffi_kernel.helper(), options.clock),
+                     clock=options.clock, columns=columns | {"tvm_call": "__tvm_ffi_main (ctypes)"},
+                     library=library, details={"device": device, **compiled.details}, **extra)
     return Built(functools.partial(runtime.load_kernel, spec, str(library), device, options.threads),
-                 clock=runtime.CLOCKS[device],
-                 columns={"target_string": compiler.target_string(target), **compiled.columns,
-                          **(columns or {})},
+                 clock=runtime.CLOCKS[device], columns=columns,
                  runtime_env=runtime.RUNTIME_ENV, library=library,
                  details={"device": device, **compiled.details}, **extra)

@@ -14,6 +14,9 @@ def add(sub):
     cmp.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR",
                      help="BASE NEW, or only NEW with --against-history")
     cmp.add_argument("--threshold", default="5%", help="smallest change that counts (default 5%%)")
+    cmp.add_argument("--count-threshold", default="2%",
+                     help="rows of --clock instructions: smallest change of instructions per call "
+                          "that counts, a plain threshold (default 2%%, 4x the noise floor)")
     cmp.add_argument("--format", choices=("table", "md", "json"), default="table",
                      help="table (terminal), md (a CI comment) or json")
     cmp.add_argument("--all", action="store_true", help="list every kernel, not only the changed ones")
@@ -29,6 +32,7 @@ def main(args) -> int:
     from pwbench.analysis import compare
 
     threshold = compare.parse_threshold(args.threshold)
+    count_threshold = compare.parse_threshold(args.count_threshold, "--count-threshold")
     if args.against_history:
         from pwbench.store import history
 
@@ -36,11 +40,12 @@ def main(args) -> int:
             raise UserError(f"compare --against-history takes one NEW run directory, got {len(args.runs)}")
         db = args.db or history.default_path()
         result = history.compare_with_history(history.connect(db, create=False), args.runs[0],
-                                              threshold, args.history_runs, str(db))
+                                              threshold, args.history_runs, str(db),
+                                              count_threshold)
     elif len(args.runs) != 2:
         raise UserError(f"compare takes BASE and NEW run directories, got {len(args.runs)}")
     else:
-        result = compare.compare_runs(args.runs[0], args.runs[1], threshold)
+        result = compare.compare_runs(args.runs[0], args.runs[1], threshold, count_threshold)
     if args.format == "table":
         print_table(result, args.all)
     else:

@@ -69,6 +69,10 @@ def who(row: dict) -> str:
 
 
 def summary(rows: list[dict]) -> None:
+    from pwbench.store.results import counted
+
+    if any(counted(r) or r.get("clock") == "instructions" for r in rows):
+        return count_summary(rows)
     table = Table(title="pwbench results", title_justify="left")
     layouts = len({r.get("layout") for r in rows}) > 1
     for col, justify in (("layer", "left"), ("kind", "left"), ("backend", "left"),
@@ -96,6 +100,35 @@ def summary(rows: list[dict]) -> None:
         console.print(f"[yellow]note:[/] {len(throttled)} kernel(s) were timed while the GPU's "
                       "clocks dropped or were held down (the throttled and gpu_slowdown columns): "
                       "their times are not steady-state")
+
+
+def count_summary(rows: list[dict]) -> None:
+    """The instruction clock's table: counts per call, no times (measure/instructions.py)."""
+    table = Table(title="pwbench results: instructions per call (callgrind)", title_justify="left")
+    for col in ("layer", "kind", "backend", "instructions", "spread", "L1 misses", "LL misses",
+                "est. cycles", "instr/FLOP", "check"):
+        table.add_column(col, justify="left" if col in ("layer", "kind", "backend", "check")
+                         else "right", overflow="fold")
+    for r in rows:
+        check = r["check"] or "not run"
+        values = r.get("samples_instructions")
+        spread = (f"{100 * (max(values) - min(values)) / r['instructions']:.2f} %"
+                  if values is not None and len(values) and r["instructions"] else "-")
+        table.add_row(r["layer"], r["kind"], r["backend"], _count(r.get("instructions")), spread,
+                      _count(r.get("l1_misses")), _count(r.get("ll_misses")),
+                      _count(r.get("estimated_cycles")), _num(r.get("instructions_per_flop"), "{:.2f}"),
+                      f"[{CHECK_STYLE[r['check']]}]{check}[/]")
+    console.print(table)
+    for r in rows:
+        if r["error"]:
+            style = "dim" if r["check"] == "skipped" else "red"
+            console.print(f"[{style}]{who(r)}:[/] {escape(r['error'])}")
+    console.print("[dim]spread: (max - min) / median over the counted calls of every process; "
+                  "est. cycles = Ir + 10 L1 misses + 100 LL misses (KCachegrind's estimate)[/]")
+
+
+def _count(value) -> str:
+    return f"{value:,.0f}" if _real(value) else "-"
 
 
 def _processes(row: dict) -> str:

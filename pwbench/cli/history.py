@@ -70,6 +70,8 @@ def _cell(column: str, value) -> str:
 
     if column == "median_s":
         return format_seconds(value)
+    if column == "instructions":
+        return "-" if value is None or math.isnan(value) else f"{value:,.0f}"
     if column == "vs_first":
         return "-" if value is None or math.isnan(value) else f"{(value - 1) * 100:+.1f} %"
     if column == "git_commit":

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from pwbench.cli import EXIT_INTERRUPTED
-from pwbench.cli.options import TRIALS, add_db, add_tuning, add_workload, positive_float
+from pwbench.cli.options import TRIALS, add_db, add_tuning, add_workload, positive_float, positive_int
 
 # `pwbench run` without --suite: what its defaults are (see the module docstring and README)
 FIRST_LOOK = {"backend": "torch,torch-frozen,tvm-tuned", "processes": 2, "warmup_ms": 20.0,
@@ -22,11 +22,13 @@ OPTIONAL = ("tvm-tuned",)  # left out with one line when this machine cannot run
 
 
 def add(sub):
+    from pwbench.measure import instructions
     from pwbench.measure.runner import DEFAULT_PROCESSES
 
     run = sub.add_parser("run", help="benchmark a suite: verify, then time every kernel")
     add_workload(run, targets="cpu, x86, cuda, arm, or a TVM target", threads="threads for every backend")
-    run.set_defaults(suite=None)  # no --suite: the first look (FIRST_LOOK)
+    # no --suite: the first look (FIRST_LOOK); no --threads: all cores, or 1 under --clock instructions
+    run.set_defaults(suite=None, threads=None)
     run.add_argument("--backend", help="comma-separated backends (default: torch, and the backends "
                                        f"of --kernels; without --suite: {FIRST_LOOK['backend']})")
     run.add_argument("--kernels", type=Path, metavar="DIR",
@@ -38,7 +40,16 @@ def add(sub):
                      help="sampling per kernel and process (default 400; without --suite 100)")
     run.add_argument("--processes", type=int, metavar="N",
                      help=f"measure every kernel in N fresh processes, pooled (default "
-                          f"{DEFAULT_PROCESSES}; without --suite {FIRST_LOOK['processes']})")
+                          f"{DEFAULT_PROCESSES}; without --suite {FIRST_LOOK['processes']}; "
+                          f"{instructions.DEFAULT_PROCESSES} under --clock instructions)")
+    run.add_argument("--clock", default="time", metavar="time|instructions",
+                     help="time (default: each kernel's timer), or instructions: counted by "
+                          "valgrind's callgrind, one thread, the ISA capped to AVX2 (a CI gate "
+                          "that does not flake; needs valgrind)")
+    run.add_argument("--calls", type=positive_int, default=instructions.DEFAULT_CALLS, metavar="N",
+                     help=f"--clock instructions: counted calls per kernel and process (default "
+                          f"{instructions.DEFAULT_CALLS}, after {instructions.WARMUP_CALLS} "
+                          f"warm-up calls and {instructions.DROPPED_CALLS} dropped one)")
     run.add_argument("--cache", default="hot", metavar="hot|cold",
                      help="hot (default), or cold: caches evicted before every sample")
     run.add_argument("--blocked", action=__import__("argparse").BooleanOptionalAction, default=True,
@@ -74,16 +85,15 @@ def main(args) -> int:
         filter=args.filter, batch=args.batch, layout=args.layout, threads=args.threads,
         output=args.output, budget=timing.Budget(warmup_ms=chosen["warmup_ms"],
                                                  sample_ms=chosen["sample_ms"]),
-        processes=runner.DEFAULT_PROCESSES if chosen["processes"] is None else chosen["processes"],
-        cache=args.cache,
-        peaks_file=args.peaks, trials=chosen["trials"], tune_minutes=chosen["tune_minutes"],
-        tuning_dir=args.tuning_dir, spaces=args.space, tuning_mode=args.tuning_mode,
-        blocked=args.blocked, optional=OPTIONAL if args.backend is None else ())
+        processes=chosen["processes"], cache=args.cache, peaks_file=args.peaks,
+        trials=chosen["trials"], tune_minutes=chosen["tune_minutes"], tuning_dir=args.tuning_dir,
+        spaces=args.space, tuning_mode=args.tuning_mode, blocked=args.blocked,
+        optional=OPTIONAL if args.backend is None else (), clock=args.clock, calls=args.calls)
     watch = console.RunProgress()
     plan = runner.plan(config, watch)
     if first_look:
         console.console.print(
-            f"first look: suite default, {', '.join(plan.backends)}, {config.processes} "
+            f"first look: suite default, {', '.join(plan.backends)}, {plan.config.processes} "
             f"processes, {config.budget.sample_ms:.0f} ms per kernel, {config.trials} tuning "
             "trials per layer (give --suite for the full settings)")
     try:

@@ -5,6 +5,10 @@ per-process lines -> pooled rows.
 line, with nothing written); `execute` builds every kernel in this process (compiling, tuning),
 computes each shape's reference outputs once, then measures every kernel in `processes` rounds
 of fresh worker processes (measure/workers.py), writing each process's result as it arrives.
+
+`clock = "instructions"` counts instead of timing (measure/instructions.py): the target is the
+same one as valgrind runs it (`Target.counted`: the ISA capped), one thread, hot caches, one
+process per round under callgrind; rows get count columns and no time.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ from __future__ import annotations
 import math
 import os
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
 
@@ -20,7 +24,7 @@ from pwbench import backends, env, samples, targets
 from pwbench.analysis import roofline
 from pwbench.backends.base import Built, NoEvents, Options, Unsupported
 from pwbench.errors import UserError
-from pwbench.measure import timing, verify, workers
+from pwbench.measure import instructions, timing, verify, workers
 from pwbench.store import results
 from pwbench.targets import peaks
 from pwbench.targets.host import memory_bytes
@@ -29,6 +33,7 @@ from pwbench.workloads.spec import ConvSpec
 
 DEFAULT_PROCESSES = 3  # chosen from A/A runs on a 2-core VM: see README, Measurement
 KERNEL_TIMEOUT_S = 600.0  # a worker silent this long on one kernel is killed: an error row
+CLOCKS = ("time", "instructions")  # time: the clock each kernel brings (host, cuda-events)
 
 
 @dataclass
@@ -41,11 +46,13 @@ class RunConfig:
     layout: str | None = None
     dtype: str | None = None
     kernels: Path | None = None  # a kernel bundle (pwbench build): its layers and kernels
-    threads: int = field(default_factory=lambda: os.cpu_count() or 1)
-    output: Path | None = None
+    threads: int | None = field(default_factory=lambda: os.cpu_count() or 1)  # None: the
+    output: Path | None = None  # clock's default (all cores; 1 under the instruction clock)
     budget: timing.Budget = timing.Budget()
-    processes: int = DEFAULT_PROCESSES
+    processes: int | None = DEFAULT_PROCESSES  # None: the clock's default
     cache: str = "hot"
+    clock: str = "time"  # or "instructions": counted under callgrind (measure/instructions.py)
+    calls: int = instructions.DEFAULT_CALLS  # instruction clock: counted calls per kernel
     peaks_file: Path | None = None  # user-given peaks instead of measured ones
     trials: int = 64  # tvm-tuned: MetaSchedule trials per layer
     tune_minutes: float | None = None  # tvm-tuned: tuning budget for the whole suite
@@ -87,6 +94,7 @@ class Plan:
     output: Path
     peaks: peaks.Peaks | None = None  # roofs for roofline_s / pct_of_roof
     warnings: list[str] = field(default_factory=list)
+    valgrind: instructions.Valgrind | None = None  # the instruction clock's, else None
 
     @property
     def shapes(self) -> list[ConvSpec]:
@@ -99,11 +107,16 @@ class Plan:
 
 
 def plan(config: RunConfig, events=Quiet()) -> Plan:
+    config = _clock_defaults(config)
     if config.processes < 1:
         raise UserError(f"--processes must be at least 1, got {config.processes}")
     if config.cache not in timing.CACHE_STATES:
         raise UserError(f"--cache must be one of {', '.join(timing.CACHE_STATES)}, got {config.cache!r}")
     target = targets.resolve(config.target)
+    valgrind = None
+    if config.clock == "instructions":
+        target = target.counted()  # e.g. TVM kernels built for an AVX2 CPU (no AVX-512)
+        valgrind = instructions.find(config.calls)
     target.prepare_process(config.threads)  # before torch or TVM start their thread pools
     kit = _bundle(config)
     suite = kit.suite() if kit else suites.load(config.suite, batch=config.batch,
@@ -133,17 +146,44 @@ def plan(config: RunConfig, events=Quiet()) -> Plan:
     output = config.output or results.default_dir(suite.name, target.name)
     options = Options(threads=config.threads, work_dir=output / ".work", trials=config.trials,
                       tune_minutes=config.tune_minutes, tuning_dir=config.tuning_dir,
-                      spaces=config.spaces, tuning_mode=config.tuning_mode, blocked=config.blocked)
+                      spaces=config.spaces, tuning_mode=config.tuning_mode, blocked=config.blocked,
+                      clock=config.clock)
     # e.g. open a tuning database, or check a kernel bundle: a bad one fails here, once
     made = {name: (backends.from_bundle(kit, name, target, options, events) if name in from_kit
                    else classes[name](target, options, events))
             for name in names if name in from_kit or name in classes}
     given = peaks.load_file(config.peaks_file) if config.peaks_file else None
-    given = peaks.load_file(config.peaks_file) if config.peaks_file else None
     if config.threads > (os.cpu_count() or 1):
         warnings.append(f"--threads {config.threads} is more than this machine's "
                         f"{os.cpu_count()} cores: threads will share cores and times will be noisy")
-    return Plan(config, suite, specs, target, made, output, given, warnings)
+    return Plan(config, suite, specs, target, made, output, given, warnings, valgrind)
+
+
+def _clock_defaults(config: RunConfig) -> RunConfig:
+    """The settings the clock implies, and the ones it cannot work with, refused in one line."""
+    if config.clock not in CLOCKS:
+        raise UserError(f"--clock must be one of {', '.join(CLOCKS)}, got {config.clock!r}")
+    counted = config.clock == "instructions"
+    if config.threads is None:
+        config = replace(config, threads=1 if counted else os.cpu_count() or 1)
+    if config.processes is None:
+        config = replace(config, processes=instructions.DEFAULT_PROCESSES if counted
+                         else DEFAULT_PROCESSES)
+    if not counted:
+        return config
+    if config.threads != 1:  # valgrind runs threads one at a time: spin-waits would be counted
+        raise UserError(f"--clock instructions counts one thread (valgrind serialises threads, "
+                        f"so a thread pool's spin-waits would count): drop --threads "
+                        f"{config.threads} or give --threads 1")
+    if config.cache != "hot":
+        raise UserError("--clock instructions counts hot calls (callgrind's simulated caches "
+                        "are not evicted): drop --cache cold")
+    if config.kernels is not None:
+        raise UserError("--clock instructions builds its kernels for the ISA valgrind decodes: "
+                        "it cannot run a kernel bundle built for another")
+    if config.calls < 1:
+        raise UserError(f"--calls must be at least 1, got {config.calls}")
+    return config
 
 
 def _bundle(config: RunConfig):
@@ -174,8 +214,9 @@ def _check_memory(specs: list[ConvSpec]) -> None:
 
 
 def ensure_peaks(p: Plan, on_measure=lambda: None) -> None:
-    """Measured once per target fingerprint and cached; a few seconds the first time."""
-    if p.peaks is None:
+    """Measured once per target fingerprint and cached; a few seconds the first time. Not for the
+    instruction clock: its rows hold no time for a roofline."""
+    if p.peaks is None and p.valgrind is None:
         p.peaks = peaks.for_run(p.target, p.config.threads, on_measure=on_measure)
 
 
@@ -188,9 +229,13 @@ def metadata(p: Plan) -> dict:
              "kernel_bundle": str(p.config.kernels) if p.config.kernels else None,
              "batch": p.config.batch, "budget": vars(p.config.budget),
              "processes": p.config.processes, "cache": p.config.cache, "versions": versions,
-             "peaks": p.peaks.to_dict() if p.peaks else None}
-    meta["fingerprint"] = env.fingerprint({**p.target.fingerprint_facts(), "versions": versions,
-                                           "threads": p.config.threads, "target": p.target.name})
+             "peaks": p.peaks.to_dict() if p.peaks else None, "clock": p.config.clock}
+    facts = {**p.target.fingerprint_facts(), "versions": versions, "threads": p.config.threads,
+             "target": p.target.name}
+    if p.valgrind is not None:  # counts of another valgrind or clock are not comparable
+        meta["instruction_clock"] = p.valgrind.facts()
+        facts |= {"clock": p.config.clock, "valgrind": p.valgrind.version}
+    meta["fingerprint"] = env.fingerprint(facts)
     return meta
 
 
@@ -298,8 +343,9 @@ def _measure_all(p: Plan, jobs: list[workers.Job], lines: dict, writer, watch) -
             watch.step(job.spec.label)
         job.expected = saved[job.spec.id]
     settings = workers.Settings(p.config.processes, p.config.budget, p.config.cache,
-                                p.config.threads, KERNEL_TIMEOUT_S)
-    watch.stage(f"measuring in {p.config.processes} process(es)", len(jobs) * p.config.processes)
+                                p.config.threads, KERNEL_TIMEOUT_S, p.valgrind, p.work_dir)
+    what = "counting instructions under callgrind" if p.valgrind else "measuring"
+    watch.stage(f"{what} in {p.config.processes} process(es)", len(jobs) * p.config.processes)
 
     def record(outcome: workers.Outcome) -> None:
         line = lines[outcome.key] | {
@@ -307,6 +353,10 @@ def _measure_all(p: Plan, jobs: list[workers.Job], lines: dict, writer, watch) -
             "max_abs_err": outcome.max_abs_err, "max_rel_err": outcome.max_rel_err,
             "samples_s": outcome.samples_s or [], "number": outcome.number,
             **outcome.columns, **samples.summary(outcome.samples_s or [])}
+        if p.valgrind is not None:  # counted, not timed: per-call counts and their medians
+            counts = outcome.counts or {}
+            line |= {f"samples_{c}": list(counts.get(c, [])) for c in samples.COUNT_COLUMNS}
+            line |= samples.count_summary(counts) | {"number": 1 if counts else 0}
         for layer in _layers(p, outcome.key[0]):
             writer.add(line | layer.describe())
         watch.step(f"{line['layer']} [{line['backend']}] process {outcome.process + 1}", line)

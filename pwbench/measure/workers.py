@@ -8,6 +8,12 @@ times every kernel in turn (odd rounds in reverse order, so no kernel always run
 exits. A kernel that kills its process (a segfault in generated code) becomes an error result; a
 new process takes over the rest of the round, and that kernel is not tried again. A process that
 sends nothing for `timeout_s` is killed the same way, so a hung kernel never hangs the run.
+
+Under the instruction clock (`Settings.valgrind`) each process is started under callgrind
+instead (measure/instructions.py: a subprocess, not multiprocessing's spawn, so that valgrind is
+the program started) and counts each checked kernel instead of timing it; everything else (pipe,
+rounds, crashes, timeouts) is the same. A kernel that valgrind cannot run (an instruction it does
+not decode) kills the process with SIGILL: an error row with valgrind's reason.
 """
 
 from __future__ import annotations
@@ -16,12 +22,15 @@ import multiprocessing
 import os
 import pickle
 import signal
+import sys
+import time
 import traceback
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterator
 
-from pwbench.measure import timing, verify
+from pwbench.backends.base import InstructionClock
+from pwbench.measure import instructions, timing, verify
 from pwbench.workloads.spec import ConvSpec
 
 STARTUP_TIMEOUT_S = 300.0  # importing torch and TVM under a loaded machine can take a minute
@@ -50,6 +59,7 @@ class Outcome:
     samples_s: list | None = None
     number: int = 0
     columns: dict = field(default_factory=dict)  # what the kernel and the target's sensors add
+    counts: dict | None = None  # instruction clock: per-call figures (instructions.COLUMNS)
 
 
 @dataclass(frozen=True)
@@ -59,6 +69,8 @@ class Settings:
     cache: str  # "hot" or "cold"
     threads: int
     timeout_s: float
+    valgrind: instructions.Valgrind | None = None  # the instruction clock: count under callgrind
+    work_dir: Path | None = None  # where callgrind's files go (instruction clock)
 
 
 def measure(jobs: list[Job], target, settings: Settings,
@@ -78,7 +90,7 @@ def measure(jobs: list[Job], target, settings: Settings,
 def _round(jobs: list[Job], index: int, target, settings: Settings) -> Iterator[Outcome]:
     remaining = list(jobs)
     while remaining:
-        with _Worker(remaining, target, settings) as worker:
+        with _Worker(remaining, target, settings, index) as worker:
             for outcome in worker.outcomes(index):
                 remaining = [j for j in remaining if j.key != outcome.key]
                 yield outcome
@@ -87,13 +99,22 @@ def _round(jobs: list[Job], index: int, target, settings: Settings) -> Iterator[
 class _Worker:
     """One spawned process and the pipe to it."""
 
-    def __init__(self, jobs: list[Job], target, settings: Settings):
+    def __init__(self, jobs: list[Job], target, settings: Settings, index: int = 0):
         context = multiprocessing.get_context("spawn")  # fresh: nothing inherited but the env
         self.conn, child = context.Pipe()
         env = {k: v for j in jobs for k, v in j.env.items()}
-        self.process = context.Process(target=_serve, args=(child, env, target, settings),
-                                       daemon=True)
-        self.process.start()
+        if settings.valgrind is None:
+            self.process = context.Process(target=_serve, args=(child, env, target, settings),
+                                           daemon=True)
+            self.process.start()
+        else:
+            self.process = instructions.ValgrindProcess(settings.valgrind, settings.work_dir,
+                                                        SERVE_INHERITED, child.fileno(), index)
+            started = time.time()
+            self.process.start()
+            # what spawn would pass: the parent's sys.path first (tests' backends are found by it)
+            self.conn.send(sys.path)
+            self.conn.send_bytes(pickle.dumps((env, target, settings, started)))
         child.close()
         self.jobs, self.timeout_s = jobs, settings.timeout_s
         self.conn.send_bytes(pickle.dumps(jobs))
@@ -133,29 +154,55 @@ class _Worker:
 
 def _death(process) -> str:
     code = process.exitcode
+    why = process.why() if hasattr(process, "why") else ""  # valgrind's log says what killed it
     if code is not None and code < 0:
-        return f"killed by {signal.Signals(-code).name}"
-    return f"exit status {code}"
+        return f"killed by {signal.Signals(-code).name}" + (f": {why}" if why else "")
+    return f"exit status {code}" + (f": {why}" if why else "")
 
 
-def _serve(conn, env: dict, target, settings: Settings) -> None:
+# The Python a worker under valgrind runs (ValgrindProcess): its pipe is an inherited descriptor.
+SERVE_INHERITED = "import sys; from pwbench.measure import workers; workers.serve_inherited(int(sys.argv[1]))"
+
+
+def serve_inherited(fd: int) -> None:
+    """A worker started as a plain program (under valgrind): what multiprocessing's spawn would
+    have set up (sys.path, the arguments), then _serve."""
+    from multiprocessing.connection import Connection
+
+    conn = Connection(fd)
+    sys.path[:] = conn.recv()
+    env, target, settings, started = pickle.loads(conn.recv_bytes())
+    _serve(conn, env, target, settings, started)
+
+
+def _serve(conn, env: dict, target, settings: Settings, started: float | None = None) -> None:
     """The worker: set up the process as the target wants it, then make, check and time each job."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     os.environ.update(env)
     target.prepare_process(settings.threads)
+    counter = instructions.Counter(settings.valgrind) if settings.valgrind else None
     jobs = pickle.loads(conn.recv_bytes())  # unpickling imports the backends' runtimes
+    process = {}
+    if counter is not None:  # start-up under valgrind: Python, imports, one empty call counted
+        counter.empty_call()
+        process = {"valgrind_startup_s": time.time() - started,
+                   "valgrind_startup_cpu_s": time.process_time()}
     for job in jobs:
         conn.send(("start", job.key))
-        conn.send(("outcome", _measure_one(job, settings, target)))
+        outcome = _measure_one(job, settings, target, counter)
+        outcome.columns |= process if outcome.counts else {}
+        conn.send(("outcome", outcome))
     conn.send(("done",))
 
 
-def _measure_one(job: Job, settings: Settings, target) -> Outcome:
-    """Make, check and (if it passed) time one kernel; the target's sensors are read once the
-    warm-up (at least the target's minimum) is over and again after the last sample."""
+def _measure_one(job: Job, settings: Settings, target,
+                 counter: instructions.Counter | None = None) -> Outcome:
+    """Make, check and (if it passed) time or count one kernel; the target's sensors are read once
+    the warm-up (at least the target's minimum) is over and again after the last sample."""
     outcome = Outcome(job.key, -1)
     evict = target.evict if settings.cache == "cold" else None
     budget = replace(settings.budget, warmup_ms=max(settings.budget.warmup_ms, target.min_warmup_ms))
+    phases = _Phases()
     try:
         kernel = job.make()
         check = verify.check(kernel, job.spec, verify.Expected.load(job.expected))
@@ -167,6 +214,17 @@ def _measure_one(job: Job, settings: Settings, target) -> Outcome:
         if kernel.clock.name != job.clock:  # the row would name the wrong clock
             raise RuntimeError(f"the kernel brought clock {kernel.clock.name!r}, its backend "
                                f"said {job.clock!r}")
+        if counter is not None:
+            phases.mark("check")
+            for _ in range(instructions.WARMUP_CALLS):  # uncounted: first-call costs stay here
+                kernel()
+            phases.mark("warmup")
+            outcome.counts = counter.count(kernel.clock)
+            phases.mark("counted")
+            outcome.columns |= phases.columns()
+            if type(kernel.clock) is InstructionClock:  # counted from Python: what that adds
+                outcome.columns["empty_call_instructions"] = counter.empty_call()
+            return outcome
         before = {}
         m = timing.measure(kernel.clock, budget, evict,
                            warmed=lambda: before.update(target.conditions()))
@@ -175,6 +233,23 @@ def _measure_one(job: Job, settings: Settings, target) -> Outcome:
     except Exception as exc:  # one broken kernel must not lose the rest of the round
         outcome.error = describe_error(exc)
     return outcome
+
+
+class _Phases:
+    """Wall and CPU seconds of a kernel's phases under valgrind (make and check, warm-up, counted
+    calls): what a suite's time under the instruction clock is spent on."""
+
+    def __init__(self):
+        self.last, self.seconds = (time.perf_counter(), time.process_time()), {}
+
+    def mark(self, phase: str) -> None:
+        now = (time.perf_counter(), time.process_time())
+        self.seconds[phase] = (now[0] - self.last[0], now[1] - self.last[1])
+        self.last = now
+
+    def columns(self) -> dict:
+        return {k: v for phase, (wall, cpu) in self.seconds.items()
+                for k, v in ((f"valgrind_{phase}_s", wall), (f"valgrind_{phase}_cpu_s", cpu))}
 
 
 def describe_error(exc: BaseException) -> str:

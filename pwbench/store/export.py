@@ -7,6 +7,12 @@ is the calls per sample, and the statistics follow pytest-benchmark's definition
 method, Tukey and stddev outlier counts), so they match what it would compute from the same data.
 Kernels that were not timed (failed check, could not run) are left out, as pytest-benchmark leaves
 out benchmarks that errored.
+
+Rows of the instruction clock (`run --clock instructions`) carry their clock: the benchmark is
+named `<layer>[<backend>-<target>-instructions]` (so pytest-benchmark never pairs it with a
+timed one), its `data` are the instructions of each counted call, `options.timer` says
+"callgrind instructions" and `extra_info` holds clock, unit and the cache figures. A tool reading
+these files shows the counts in its time units: they are counts, not seconds.
 """
 
 from __future__ import annotations
@@ -54,25 +60,40 @@ def stats(data: list[float], iterations: int) -> dict:
 
 
 def benchmark(row, layers: list[str], suite: str, budget: dict) -> dict:
-    name = f"{layers[0]}[{row['backend']}-{row['target']}]"
+    counted = results.counted(row)
+    param = f"{row['backend']}-{row['target']}" + ("-instructions" if counted else "")
+    name = f"{layers[0]}[{param}]"
+    extra = {"spec_id": row["spec_id"], "layers": layers, "kind": row["kind"],
+             "flops": int(row["flops"]), "check": row["check"], "threads": int(row["threads"]),
+             "clock": row.get("clock", "host")}
+    if counted:
+        extra |= {"unit": "instructions per call"} | {
+            c: float(row[c]) for c in ("l1_misses", "ll_misses", "estimated_cycles") if c in row}
+        options = {"timer": "callgrind instructions", "warmup_ms": None, "sample_ms": None,
+                   "min_time": None}
+        data = [float(v) for v in row["samples_instructions"]]
+    else:
+        options = {"timer": "perf_counter", "warmup_ms": budget.get("warmup_ms"),
+                   "sample_ms": budget.get("sample_ms"), "min_time": budget.get("min_block_s")}
+        data = [float(s) for s in row["samples_s"]]
     return {
         "group": suite, "name": name, "fullname": f"pwbench/{suite}::{name}",
-        "params": {"backend": row["backend"], "target": row["target"]},
-        "param": f"{row['backend']}-{row['target']}",
-        "extra_info": {"spec_id": row["spec_id"], "layers": layers, "kind": row["kind"],
-                       "flops": int(row["flops"]), "check": row["check"],
-                       "threads": int(row["threads"])},
-        "options": {"timer": "perf_counter", "warmup_ms": budget.get("warmup_ms"),
-                    "sample_ms": budget.get("sample_ms"), "min_time": budget.get("min_block_s")},
-        "stats": stats([float(s) for s in row["samples_s"]], row["number"]),
+        "params": {"backend": row["backend"], "target": row["target"]}, "param": param,
+        "extra_info": extra, "options": options,
+        "stats": stats(data, row["number"]),
     }
+
+
+def _measured(row) -> bool:
+    values = row["samples_instructions"] if results.counted(row) else row["samples_s"]
+    return values is not None and len(values) > 0
 
 
 def to_pytest_benchmark(meta: dict, records) -> dict:
     benchmarks = []
     for _, group in records.groupby(list(results.KERNEL_KEY), sort=False, dropna=False):
         row = group.iloc[0]
-        if row["samples_s"] is not None and len(row["samples_s"]):
+        if _measured(row):
             layers = list(dict.fromkeys(map(str, group["layer"])))
             benchmarks.append(benchmark(row, layers, str(row["suite"]), meta.get("budget") or {}))
     commit = str(meta.get("git_commit") or "")

@@ -125,11 +125,16 @@ def runs(conn: sqlite3.Connection) -> pd.DataFrame:
 
 def trend(conn: sqlite3.Connection, layer: str, backend: str | None = None,
           fingerprint: str | None = None) -> pd.DataFrame:
-    """Every recorded time of the layers matching `layer` (a glob, or a substring of the layer name
-    or spec id), oldest first, with the change against the first run of each kernel."""
+    """Every recorded time (or instruction count, for rows of the instruction clock) of the layers
+    matching `layer` (a glob, or a substring of the layer name or spec id), oldest first, with
+    the change against the first run of each kernel and clock. The clock and the count are read
+    from each record's JSON (rows older than the instruction clock: clock host, no count)."""
     frame = pd.read_sql_query(
         'SELECT runs.id AS run, utc, git_commit, fingerprint, layer, spec_id, backend, '
-        'records.target AS target, median_s, "check" FROM records JOIN runs ON runs.id = records.run_id '
+        'records.target AS target, '
+        "COALESCE(json_extract(row, '$.clock'), 'host') AS clock, median_s, "
+        "json_extract(row, '$.instructions') AS instructions, "
+        '"check" FROM records JOIN runs ON runs.id = records.run_id '
         "ORDER BY utc, runs.id", conn)
     pattern = layer if any(c in layer for c in "*?[") else f"*{layer}*"
     keep = frame["layer"].map(lambda s: fnmatch.fnmatchcase(s, pattern)) | frame["spec_id"].map(
@@ -139,8 +144,11 @@ def trend(conn: sqlite3.Connection, layer: str, backend: str | None = None,
     if fingerprint:
         keep &= frame["fingerprint"] == fingerprint
     frame = frame[keep].reset_index(drop=True)
-    first = frame.groupby(["layer", "spec_id", "backend", "target"])["median_s"].transform("first")
-    return frame.assign(vs_first=frame["median_s"] / first)
+    value = frame["instructions"].astype(float).where(frame["instructions"].notna(),
+                                                      frame["median_s"])
+    first = value.groupby([frame[c] for c in ("layer", "spec_id", "backend", "target", "clock")]
+                          ).transform("first")
+    return frame.assign(instructions=frame["instructions"].astype(float), vs_first=value / first)
 
 
 def baseline(conn: sqlite3.Connection, fingerprint: str, exclude_uid: str, last: int):
@@ -168,7 +176,7 @@ def baseline(conn: sqlite3.Connection, fingerprint: str, exclude_uid: str, last:
 
 
 def compare_with_history(conn: sqlite3.Connection, new_dir: Path, threshold: float, last: int,
-                         db_name: str):
+                         db_name: str, count_threshold: float | None = None):
     from pwbench.analysis import compare
 
     new = compare.load_run(Path(new_dir))
@@ -177,7 +185,9 @@ def compare_with_history(conn: sqlite3.Connection, new_dir: Path, threshold: flo
         raise UserError(f"{new_dir}: meta.json has no fingerprint; cannot find comparable history")
     ids, meta, records = baseline(conn, fingerprint, run_uid(new.meta, new.records), last)
     name = f"history ({len(ids)} run(s) of {fingerprint} in {db_name})"
-    result = compare.compare_records(records, new.records, threshold, name, str(new_dir))
+    result = compare.compare_records(records, new.records, threshold, name, str(new_dir),
+                                     compare.COUNT_THRESHOLD if count_threshold is None
+                                     else count_threshold)
     diffs = compare.env_differences(meta, new.meta)
     if diffs:  # same fingerprint, so only the hostname or Python can differ
         result.warnings.append("environments differ: " + "; ".join(diffs))

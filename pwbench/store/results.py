@@ -51,9 +51,23 @@ def failed(row) -> bool:
 
 
 def was_timed(row) -> bool:
-    """The one test of whether a row holds a time: its check let it be timed and it was."""
-    median = row["median_s"]
-    return row["check"] in ("passed", "untrusted") and median is not None and not math.isnan(median)
+    """The one test of whether a row holds a measurement (a time, or instruction counts under the
+    instruction clock): its check let it be measured and it was."""
+    if row["check"] not in ("passed", "untrusted"):
+        return False
+    return not _isnan(row["median_s"]) or not _isnan(_get(row, "instructions"))
+
+
+def counted(row) -> bool:
+    """Whether a row is of the instruction clock (counts per call, no time)."""
+    return not _isnan(_get(row, "instructions"))
+
+
+def _get(row, column):
+    try:
+        return row[column]
+    except (KeyError, IndexError):
+        return None
 
 
 def gflops(flops: int, seconds: float) -> float:
@@ -83,12 +97,20 @@ def _pooled(group: list[dict]) -> dict:
     check = min((r["check"] for r in group), key=lambda c: _WORST_FIRST.index(c)
                 if c in _WORST_FIRST else 0)
     row = dict(next((r for r in group if r["check"] == check), group[0]))
-    timed = [r for r in group if r.get("samples_s")] if check != "failed" else []
-    pooled = [s for r in timed for s in r["samples_s"]]
+    timed = [r for r in group if r.get("samples_s") or r.get("samples_instructions")] \
+        if check != "failed" else []
+    pooled = [s for r in timed for s in r.get("samples_s") or []]
     row.update(samples.summary(pooled))
-    row |= {"samples_s": pooled, "samples_process": [r.get("process", 0) for r in timed
-                                                     for _ in r["samples_s"]],
-            "n_samples": len(pooled), "n_processes": len(timed),
+    if any("samples_instructions" in r for r in group):  # the instruction clock: counts per call
+        counts = {c: [v for r in timed for v in r.get(f"samples_{c}") or []]
+                  for c in samples.COUNT_COLUMNS}
+        row |= {f"samples_{c}": v for c, v in counts.items()} | samples.count_summary(counts)
+        row["instructions_per_flop"] = (row["instructions"] / row["flops"] if row["flops"]
+                                        else math.nan)
+    processes = [r.get("process", 0) for r in timed
+                 for _ in (r.get("samples_s") or r.get("samples_instructions") or [])]
+    row |= {"samples_s": pooled, "samples_process": processes,
+            "n_samples": len(processes), "n_processes": len(timed),
             "number": max((r.get("number", 0) for r in timed), default=0),
             "check": check, "error": "; ".join(dict.fromkeys(r["error"] for r in group if r["error"])),
             "gflops": gflops(row["flops"], samples.summary(pooled)["median_s"])}
@@ -154,7 +176,7 @@ class RunWriter:
 def write_tables(directory: Path, frame: pd.DataFrame) -> None:
     frame.to_parquet(directory / TABLE, index=False)
     flat = frame.copy()
-    for column in ("samples_s", "samples_process"):
+    for column in ("samples_s", "samples_process", *(f"samples_{c}" for c in samples.COUNT_COLUMNS)):
         if column in flat:
             flat[column] = flat[column].map(lambda s: " ".join(repr(v) for v in s))
     flat.to_csv(directory / "records.csv", index=False)

@@ -14,7 +14,9 @@ A target says
   clocks take a while to ramp up), and what its sensors read before and after a kernel is timed
   (`conditions`, `condition_columns`: SM clock, temperature, power; whether clocks throttled);
 - which kernels built elsewhere it can run (`kernel_key`, `kernels_problem`: a GPU runs kernel
-  bundles built for its arch) and which facts a tuning database is keyed by (`tuning_facts`).
+  bundles built for its arch) and which facts a tuning database is keyed by (`tuning_facts`);
+- whether its kernels can be counted by the instruction clock (`counted`: the same target, as
+  valgrind runs it, with the ISA capped to what valgrind decodes; measure/instructions.py).
 """
 
 from __future__ import annotations
@@ -40,6 +42,12 @@ class Target:
     def with_arch(self, arch: str) -> Target:
         """The same target, building for another arch (`pwbench build --arch`)."""
         raise UserError(f"target {self.name} has no --arch (it builds for the hardware it names)")
+
+    def counted(self) -> Target:
+        """This target as the instruction clock runs it: its kernels counted by callgrind on this
+        machine's CPU, built and capped for an ISA that valgrind decodes (the cap in `facts`)."""
+        raise UserError(f"--clock instructions counts kernels on this machine's CPU under "
+                        f"valgrind; target {self.name} runs them on {self.where}: use --target cpu")
 
     def build_problem(self) -> str | None:
         """Why kernels cannot be built here, or None when they can."""

@@ -7,16 +7,33 @@ of the fingerprint, and the CPU is never assumed."""
 from __future__ import annotations
 
 import functools
+import json
 import os
 import platform
 from pathlib import Path
 
+from pwbench.errors import UserError
 from pwbench.targets.base import Target
 
 # CPU features that decide which kernels a library or compiler can use
 FLAGS_OF_INTEREST = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl",
                      "avx512_vnni", "avx512_bf16", "amx_tile", "asimd", "sve", "sve2")
 MIN_WORKING_SET = 256 << 20  # STREAM arrays: well above any last-level cache
+
+# The ISA the instruction clock counts, per machine. valgrind 3.19 decodes no AVX-512 (code using
+# it dies with SIGILL) and shows every guest the same synthetic CPU (on x86-64 an AVX2 Haswell,
+# "Intel Core i7-4910MQ", whatever the host), so libraries that dispatch on CPUID run their AVX2
+# code under it on any host. TVM kernels are built for that CPU too (`haswell`: the same code, so
+# the same counts, on every x86-64 CI machine), and the libraries' own ISA switches are set to it
+# as a guard (they matter where a library would not ask CPUID). aarch64 is not tested: valgrind
+# decodes no SVE there, hence a NEON-only target.
+COUNTED_ISA = {
+    "x86_64": ({"kind": "llvm", "mcpu": "haswell"},
+               {"ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2",
+                "ATEN_CPU_CAPABILITY": "avx2"}),
+    "aarch64": ({"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mattr": ["+neon", "-sve"]},
+                {"ONEDNN_MAX_CPU_ISA": "ADVANCED_SIMD"}),
+}
 
 
 @functools.cache
@@ -75,24 +92,54 @@ class HostCPU(Target):
     stacks = frozenset({"torch", "tvm", "onnxruntime", "tvm-relax"})
 
     def __init__(self, name: str = "cpu", tvm_given: str | None = None,
-                 description: str = "the host CPU (x86 or ARM): PyTorch and TVM, built and run here"):
+                 description: str = "the host CPU (x86 or ARM): PyTorch and TVM, built and run here",
+                 isa_cap: tuple | None = None):
         self.name, self.description, self.tvm_given = name, description, tvm_given
+        self.isa_cap = isa_cap  # (TVM target, env): under the instruction clock only
         self._evict_buffer = None
+
+    def counted(self) -> HostCPU:
+        cap = COUNTED_ISA.get(platform.machine())
+        if cap is None:
+            raise UserError(f"--clock instructions knows no valgrind-safe ISA for a "
+                            f"{platform.machine()} CPU (known: {', '.join(COUNTED_ISA)})")
+        return HostCPU(self.name, self.tvm_given, self.description, cap)
 
     def tvm_target(self, threads: int) -> dict:
         from pwbench.tvm_bridge import compiler  # LLVM names this CPU; TVM only when asked
 
-        return compiler.cpu_target(self.tvm_given, threads)
+        # capped: the cap's target, canonical as if given in full (a run timing the same kernels
+        # gives it with --target and gets the same target string and tuning database); a target
+        # given in full stays the user's choice
+        given = json.dumps(self.isa_cap[0]) if self.isa_cap and not self.tvm_given else None
+        return compiler.cpu_target(given or self.tvm_given, threads)
 
     def facts(self) -> dict:
         f = cpu_facts()
         vectors = next((v for v in ("avx512f", "avx2", "sve", "asimd") if v in f["cpu_flags"]), "")
         line = f"{f['cpu_model']} ({f['cpu_id']}), {f['cores']} cores, {vectors or 'no SIMD flags'}"
-        return {**f, "hardware": line}
+        return {**f, "hardware": line, **self._cap_facts()}
 
     def fingerprint_facts(self) -> dict:
         f = cpu_facts()
-        return {k: f[k] for k in ("cpu_model", "cpu_id", "cpu_flags", "cores", "machine")}
+        return {**{k: f[k] for k in ("cpu_model", "cpu_id", "cpu_flags", "cores", "machine")},
+                **self._cap_facts()}
+
+    def tuning_facts(self) -> dict:
+        """A tuning database holds schedules for a TVM target (in its fingerprint) on this CPU:
+        the libraries' caps do not change them."""
+        return {k: v for k, v in self.fingerprint_facts().items() if k != "isa_cap"}
+
+    def _cap_facts(self) -> dict:
+        if not self.isa_cap:
+            return {}
+        tvm = self.tvm_given or json.dumps(self.isa_cap[0], sort_keys=True)
+        return {"isa_cap": {"tvm_target": tvm, "env": dict(self.isa_cap[1])}}
+
+    def prepare_process(self, threads: int) -> None:
+        super().prepare_process(threads)
+        if self.isa_cap:  # numpy's BLAS threads would spin inside a counted window, too
+            os.environ.update({**self.isa_cap[1], "OPENBLAS_NUM_THREADS": str(threads)})
 
     def kernel_key(self) -> dict:
         """Kernels are compiled for this CPU's model (LLVM -mcpu and its vector extensions)."""

@@ -70,8 +70,14 @@ def _checked(text: str) -> dict:
         given = tvm.target.Target(parse_tvm_target(text) or text)
     except Exception as exc:  # TVM raises several types for a bad target
         raise UserError(f"TVM rejects target {text!r}: {error_line(exc)}") from None
-    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dict(given.export()).items()
+    # list-valued attributes (keys, mattr) come back as tvm_ffi Arrays: plain lists, so that the
+    # target string (JSON) can be written
+    return {k: (list(v) if _sequence(v) else v) for k, v in dict(given.export()).items()
             if v not in ("", (), [])}
+
+
+def _sequence(value) -> bool:
+    return not isinstance(value, str) and hasattr(value, "__len__") and not hasattr(value, "keys")
 
 
 def target_string(spec: dict) -> str:
