@@ -56,6 +56,9 @@ class Kernel(Protocol):
     def inputs(self) -> tuple[np.ndarray, np.ndarray]:
         """The kernel's current input buffers as logical (NCHW, OIHW) arrays, to catch mutation."""
 
+    # optional: close(), called once the kernel is measured (a board's kernel ends its session,
+    # so that the next kernel gets the board)
+
 
 class HostClock:
     """perf_counter around a block of calls; `sync` waits for queued device work at its end."""

@@ -20,6 +20,7 @@ class Backend:
         """Opens (and checks) the tuning database before the first layer: a corrupted or foreign
         database stops the run with one clear line."""
         self.options, self.events, self.target_name = options, events, target.name
+        self.place = target  # where kernels are linked for and run (and candidates measured)
         self.target = target.tvm_target(options.threads)
         self.db = database.Database(options.tuning_dir, self.target, target.fingerprint_facts())
         self.budget = database.Budget(options.trials, options.tune_minutes)
@@ -35,7 +36,8 @@ class Backend:
             self.events.progress(f"tuning {spec.label[:40]}: {trials}/{self.budget.trials} trials, "
                                  f"best {best}")
 
-        outcome = database.ensure_tuned(spec, self.db, self.budget, self.options.threads, progress)
+        outcome = database.ensure_tuned(spec, self.db, self.budget, self.options.threads, progress,
+                                        board=self.place if self.place.rpc else None)
         record = outcome.record
         columns = {"tuning": outcome.source, "tuning_trials": record.trials,
                    "tuning_s": record.tune_s}
@@ -45,6 +47,6 @@ class Backend:
         else:
             note = f"tuned now: {record.trials} trials in {record.tune_s:.0f} s, saved to the database"
         return exported(spec, compiler.compile_scheduled(self.target, outcome.schedule), self.target,
-                        self.name, self.options, columns,
+                        self.name, self.options, columns, place=self.place,
                         curve=database.curve_rows(spec, self.name, self.target_name, record),
                         notes=[note])

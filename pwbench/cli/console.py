@@ -35,7 +35,8 @@ class RunProgress:
         for warning in plan.warnings:
             warn(warning)
         runner.ensure_peaks(plan, lambda: console.print(
-            "measuring this machine's peak FLOP/s and memory bandwidth (a few seconds, once: cached)"))
+            f"measuring the peak FLOP/s and memory bandwidth of {plan.target.where} (a few seconds, "
+            "once: cached)"))
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                    TimeElapsedColumn())
         with Progress(*columns, console=console, transient=False) as self.bar:
@@ -115,7 +116,7 @@ def _above_roof_note(rows: list[dict]) -> None:
 
 
 def peaks_summary(peaks) -> None:
-    table = Table(title=f"peaks of this machine: target {peaks.target}, {peaks.threads} thread(s), "
+    table = Table(title=f"peaks: target {peaks.target}, {peaks.threads} thread(s), "
                         f"{peaks.source}", title_justify="left")
     for col, justify in (("roof", "left"), ("value", "right"), ("method", "left")):
         table.add_column(col, justify=justify)

@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import math
 
-from pwbench.cli.options import add_tuning, add_workload
+from pwbench.cli.options import add_rpc, add_tuning, add_workload, rpc_endpoint
 from pwbench.units import format_seconds
 
 
 def add(sub):
     tune = sub.add_parser("tune", help="tune a suite's layers for tvm-tuned, without timing them")
-    add_workload(tune, targets="cpu, x86 or a TVM target", threads="threads the tuned kernels will run with")
+    add_workload(tune, targets="cpu, x86, arm, an ARM core or a TVM target",
+                 threads="threads the tuned kernels will run with")
     add_tuning(tune)
+    add_rpc(tune)
     return tune
 
 
@@ -22,7 +24,7 @@ def main(args) -> int:
     from pwbench.errors import UserError
     from pwbench.workloads import suites
 
-    target = targets.resolve(args.target)
+    target = targets.resolve(args.target, rpc_endpoint(args))
     target.prepare_process(args.threads)  # the tuner's worker processes inherit TVM_NUM_THREADS
     backends.backend_class("tvm-tuned", target)  # without TVM: one line, exit 2
     targets.require_runnable(target)  # candidates are measured on the target
@@ -36,9 +38,13 @@ def main(args) -> int:
     db = database.Database(args.tuning_dir, target.tvm_target(args.threads), target.fingerprint_facts())
     budget = database.Budget(args.trials, args.tune_minutes)
     console.print(f"tuning database: {db.dir}")
+    if target.rpc is not None:
+        from pwbench.tvm_bridge import rpc
+
+        console.print(f"measuring candidates on {rpc.boards(target.rpc)} board(s) under {target.rpc}")
     outcomes = {}
     try:
-        _tune_all(specs, db, budget, args.threads, outcomes)
+        _tune_all(specs, db, budget, args.threads, outcomes, target if target.rpc else None)
     except KeyboardInterrupt:
         console.print("[yellow]interrupted:[/] every finished batch is saved in the database; "
                       "run the same command again to continue")
@@ -48,7 +54,7 @@ def main(args) -> int:
     return 0
 
 
-def _tune_all(specs, db, budget, threads, outcomes) -> None:
+def _tune_all(specs, db, budget, threads, outcomes, board=None) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from pwbench.cli.console import console
@@ -68,7 +74,8 @@ def _tune_all(specs, db, budget, threads, outcomes) -> None:
                 progress.update(task, completed=min(trials, budget.trials), left=_left(budget),
                                 best=format_seconds(best_s if best_s < math.inf else math.nan))
             try:
-                outcomes[spec.id] = database.ensure_tuned(spec, db, budget, threads, on_progress).source
+                outcomes[spec.id] = database.ensure_tuned(spec, db, budget, threads, on_progress,
+                                                          board).source
             except RuntimeError as exc:  # budget spent, or no valid schedule found
                 outcomes[spec.id] = f"not tuned: {exc}"
             except KeyboardInterrupt:

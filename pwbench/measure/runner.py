@@ -48,6 +48,7 @@ class RunConfig:
     trials: int = 64  # tvm-tuned: MetaSchedule trials per layer
     tune_minutes: float | None = None  # tvm-tuned: tuning budget for the whole suite
     tuning_dir: Path | None = None  # tvm-tuned: tuning database root (default: the cache dir)
+    rpc: object = None  # a targets.board.Endpoint: kernels run on boards behind that tracker
 
 
 class Watcher(Protocol):
@@ -97,8 +98,11 @@ def plan(config: RunConfig, events=Quiet()) -> Plan:
         raise UserError(f"--processes must be at least 1, got {config.processes}")
     if config.cache not in timing.CACHE_STATES:
         raise UserError(f"--cache must be one of {', '.join(timing.CACHE_STATES)}, got {config.cache!r}")
-    target = targets.resolve(config.target)
+    target = targets.resolve(config.target, config.rpc)
     target.prepare_process(config.threads)  # before torch or TVM start their thread pools
+    if config.cache == "cold" and not target.can_evict:
+        raise UserError(f"--cache cold: target {target.name} cannot empty its caches between "
+                        "samples (a board's kernels are timed there); use --cache hot")
     suite = suites.load(config.suite, batch=config.batch, layout=config.layout)
     specs = suites.select(suite.layers, config.filter)
     if not specs:
@@ -114,9 +118,13 @@ def plan(config: RunConfig, events=Quiet()) -> Plan:
     made = {name: cls(target, options, events) for name, cls in classes.items()}
     given = peaks.load_file(config.peaks_file) if config.peaks_file else None
     warnings = []
-    if config.threads > (os.cpu_count() or 1):
-        warnings.append(f"--threads {config.threads} is more than this machine's "
-                        f"{os.cpu_count()} cores: threads will share cores and times will be noisy")
+    cores = target.facts().get("cores") or os.cpu_count() or 1
+    if config.threads > cores:
+        warnings.append(f"--threads {config.threads} is more than {target.where}'s {cores} "
+                        "cores: threads will share cores and times will be noisy")
+    if target.emulated:
+        warnings.append(f"target {target.name} is emulated: its times say nothing of real "
+                        "hardware (rows are marked emulated); only its numerics count")
     return Plan(config, suite, specs, target, made, output, given, warnings)
 
 
@@ -182,6 +190,7 @@ def _line(spec: ConvSpec, backend: str, built: Built | None, p: Plan) -> dict:
     return {"suite": p.suite.name, **spec.describe(), "backend": backend, "target": p.target.name,
             "threads": p.config.threads, "variant": built.variant if built else "",
             "cache": p.config.cache, "clock": built.clock if built else "",
+            "emulated": bool(p.target.emulated),
             **(built.columns if built else {}),
             "check": "", "max_abs_err": math.nan, "max_rel_err": math.nan, "error": "",
             "samples_s": [], "number": 0, "process": -1}
@@ -238,7 +247,7 @@ def _measure_all(p: Plan, jobs: list[workers.Job], lines: dict, writer, watch) -
             watch.step(job.spec.label)
         job.expected = saved[job.spec.id]
     settings = workers.Settings(p.config.processes, p.config.budget, p.config.cache,
-                                p.config.threads, KERNEL_TIMEOUT_S)
+                                p.config.threads, p.target.kernel_timeout_s or KERNEL_TIMEOUT_S)
     watch.stage(f"measuring in {p.config.processes} process(es)", len(jobs) * p.config.processes)
 
     def record(outcome: workers.Outcome) -> None:

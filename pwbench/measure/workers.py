@@ -151,7 +151,7 @@ def _serve(conn, env: dict, target, settings: Settings) -> None:
 
 
 def _measure_one(job: Job, settings: Settings, evict) -> Outcome:
-    outcome = Outcome(job.key, -1)
+    outcome, kernel = Outcome(job.key, -1), None
     try:
         kernel = job.make()
         check = verify.check(kernel, job.spec, verify.Expected.load(job.expected))
@@ -166,6 +166,13 @@ def _measure_one(job: Job, settings: Settings, evict) -> Outcome:
         outcome.samples_s, outcome.number = m.samples_s, m.number
     except Exception as exc:  # one broken kernel must not lose the rest of the round
         outcome.error = describe_error(exc)
+    finally:
+        close = getattr(kernel, "close", None)  # e.g. a board's session, before the next kernel's
+        if close is not None:
+            try:
+                close()
+            except Exception:  # noqa: BLE001 - the outcome is what counts
+                pass
     return outcome
 
 

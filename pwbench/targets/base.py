@@ -10,7 +10,10 @@ A target says
   there);
 - how to measure its peaks (`measure_peaks`) and how to make its caches cold (`evict`);
 - how a process that measures on it is set up (`prepare_process`: thread counts, before any
-  library starts its thread pool).
+  library starts its thread pool);
+- where its kernels run when not on this machine (`rpc`: a TVM RPC endpoint, targets/board.py),
+  which compiler links them (`cross_compiler`), how long one kernel may take before its worker
+  is given up (`kernel_timeout_s`), and the same hardware reached through a tracker (`through`).
 """
 
 from __future__ import annotations
@@ -25,6 +28,17 @@ class Target:
     stacks: frozenset = frozenset()  # the software stacks that can target it: "torch", "tvm"
     emulated: bool = False  # timings are meaningless (an emulator), numerics still count
     where: str = "this machine"  # where kernels run, in words
+    rpc = None  # a targets.board.Endpoint when kernels run on a board behind an RPC tracker
+    cross_compiler: str | None = None  # links kernels for it; None: this machine's compiler
+    can_evict: bool = True  # whether `--cache cold` can empty its caches between samples
+    kernel_timeout_s: float | None = None  # a worker silent longer on one kernel is killed
+
+    def through(self, rpc) -> "Target":
+        """This hardware on a board reached through a TVM RPC tracker (--rpc-tracker)."""
+        from pwbench.errors import UserError
+
+        raise UserError(f"target {self.name} does not run through a TVM RPC tracker: pwbench "
+                        "measures boards' CPUs over RPC (--target cpu, x86, arm or an ARM core)")
 
     def tvm_target(self, threads: int) -> dict | None:
         """The TVM target (a dict, as TVM 0.27 wants it), or None when TVM cannot build for it."""

@@ -44,6 +44,16 @@ def cpu_target(given: str | None, threads: int) -> dict:
     return spec
 
 
+def check_cpu(mcpu: str, triple: str, target_name: str) -> None:
+    """LLVM must know the CPU: an unknown -mcpu does not raise, LLVM logs an error and silently
+    builds generic code."""
+    from tvm.target import codegen
+
+    if not codegen.llvm_is_valid_cpu(mcpu, triple):
+        raise UserError(f"target {target_name}: LLVM does not know the CPU {mcpu!r} for {triple} "
+                        "(an ARM core: see `pwbench list targets`)")
+
+
 def cuda_target(given: str | None, arch: str | None) -> dict:
     """A CUDA target with an llvm host: the user's, else sm_XX of the visible GPU."""
     spec = _checked(given) if given else {"kind": "cuda", "arch": arch or "sm_90"}
@@ -58,8 +68,23 @@ def _checked(text: str) -> dict:
         given = tvm.target.Target(parse_tvm_target(text) or text)
     except Exception as exc:  # TVM raises several types for a bad target
         raise UserError(f"TVM rejects target {text!r}: {error_line(exc)}") from None
-    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dict(given.export()).items()
-            if v not in ("", (), [])}
+    # what was given, in TVM's canonical form; the keys and features TVM derives from it stay out
+    return {k: _plain(v) for k, v in dict(given.export()).items()
+            if v not in ("", (), []) and k != "keys" and not k.startswith("feature.")}
+
+
+def _plain(value):
+    """A TVM export value (String, Array, Map) as plain JSON-able Python."""
+    if isinstance(value, (bool, int, float)):
+        return value
+    if isinstance(value, str):
+        return str(value)
+    if hasattr(value, "items"):
+        return {str(k): _plain(v) for k, v in value.items()}
+    try:
+        return [_plain(v) for v in value]
+    except TypeError:
+        return value
 
 
 def target_string(spec: dict) -> str:
@@ -98,10 +123,16 @@ def compile_scheduled(target: dict, schedule):
     return tvm.compile(schedule.mod, target=tvm.target.Target(target))
 
 
-def export(executable, path: Path) -> Path:
-    """The compiled kernel as a shared library that TVM's runtime alone can load."""
+def export(executable, path: Path, cross_compiler: str | None = None) -> Path:
+    """The compiled kernel as a shared library that TVM's runtime alone can load, linked by
+    `cross_compiler` (e.g. aarch64-linux-gnu-gcc) for another machine, else by this one's."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    executable.export_library(str(path))
+    if cross_compiler:
+        from tvm.support import cc
+
+        executable.export_library(str(path), fcompile=cc.cross_compiler(cross_compiler))
+    else:
+        executable.export_library(str(path))
     return path
 
 
@@ -116,6 +147,16 @@ def x86_intrinsics_only() -> None:
     """Register only the x86 tensor intrinsics. `import tvm.s_tir.tensor_intrin` parses those of
     every backend (30-50 s), in the main process and in every builder worker, whose 30 s timeout
     then loses builds. A bare package module in sys.modules makes that import a no-op."""
+    intrinsics_only("x86")
+
+
+def arm_intrinsics_only() -> None:
+    """The same for an aarch64 target: its design space looks up the arm_cpu intrinsics (NEON
+    dot products) in the tuning process and in the builder workers."""
+    intrinsics_only("arm_cpu")
+
+
+def intrinsics_only(arch: str) -> None:
     name = "tvm.s_tir.tensor_intrin"
     if name not in sys.modules:
         spec = importlib.util.find_spec(name)
@@ -123,11 +164,19 @@ def x86_intrinsics_only() -> None:
         package.__path__ = list(spec.submodule_search_locations)
         package.__spec__ = spec
         sys.modules[name] = package
-    importlib.import_module(name + ".x86")
+    importlib.import_module(f"{name}.{arch}")
 
 
-def _ms():
+def _intrinsics_of(target: dict):
+    """The initializer that registers the intrinsics a target's design space needs."""
+    return arm_intrinsics_only if str(target.get("mtriple", "")).startswith("aarch64") \
+        else x86_intrinsics_only
+
+
+def _ms(target: dict | None = None):
     x86_intrinsics_only()
+    if target is not None:
+        _intrinsics_of(target)()
     from tvm.s_tir import meta_schedule
 
     return meta_schedule
@@ -145,7 +194,7 @@ def open_database(directory: Path):
 
 def best_schedule(database, spec: ConvSpec, target: dict):
     """The best schedule the database holds for this spec, or None."""
-    ms = _ms()
+    ms = _ms(target)
     mod = tvm.IRModule({"main": primfunc(spec)})
     return ms.tir_integration.compile_tir(database, mod, tvm.target.Target(target))
 
@@ -163,17 +212,34 @@ class SearchSettings:
 
 
 def tune(spec: ConvSpec, target: dict, work_dir: Path, trials: int, threads: int,
-         on_batch, search: SearchSettings = SearchSettings()) -> None:
+         on_batch, search: SearchSettings = SearchSettings(), board=None) -> None:
     """MetaSchedule tune_tir for one spec into the database in work_dir (records are appended as
     measured, so an interrupted tuning keeps what it found). on_batch(results) gets the list of
-    measured seconds (None for a failed candidate) after every batch, and returns False to stop."""
-    ms = _ms()
+    measured seconds (None for a failed candidate) after every batch, and returns False to stop.
+    `board`: a target whose kernels run on boards behind an RPC tracker (its `rpc` endpoint and
+    `cross_compiler`): candidates are then measured there, one runner worker per board."""
+    ms = _ms(target)
     _quiet_tuning_logs()  # every tune_tir resets the level to DEBUG: quiet it again each time
     callback = _batch_callback(ms, on_batch)
     mod = tvm.IRModule({"main": primfunc(spec)})
-    builder = ms.builder.LocalBuilder(initializer=x86_intrinsics_only, timeout_sec=60)
-    runner = ms.runner.LocalRunner(evaluator_config=ms.runner.EvaluatorConfig(
-        number=3, repeat=1, min_repeat_ms=50, enable_cpu_cache_flush=search.cache_flush))
+    evaluator = ms.runner.EvaluatorConfig(number=3, repeat=1, min_repeat_ms=50,
+                                          enable_cpu_cache_flush=search.cache_flush)
+    if board is not None and board.rpc is not None:
+        import functools
+
+        from pwbench.tvm_bridge import rpc
+
+        builder = ms.builder.LocalBuilder(
+            initializer=_intrinsics_of(target), timeout_sec=60,
+            f_export=functools.partial(rpc.export_linked, board.cross_compiler))
+        try:
+            workers = rpc.boards(board.rpc)
+        except rpc.BoardError as exc:
+            raise RuntimeError(str(exc)) from None
+        runner = rpc.tuning_runner(board.rpc, threads, evaluator, workers)
+    else:
+        builder = ms.builder.LocalBuilder(initializer=_intrinsics_of(target), timeout_sec=60)
+        runner = ms.runner.LocalRunner(evaluator_config=evaluator)
     strategy = ms.search_strategy.EvolutionarySearch(population_size=search.population,
                                                      genetic_num_iters=search.genetic_iters)
     ms.tune_tir(mod, tvm.target.Target(target), str(work_dir), max_trials_global=trials,

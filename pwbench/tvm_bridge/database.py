@@ -44,7 +44,8 @@ def database_dir(root: Path, print_: dict) -> Path:
         return root
     digest = hashlib.sha256(json.dumps(print_, sort_keys=True).encode()).hexdigest()[:10]
     spec = json.loads(print_["target_string"])
-    name = spec.get("mcpu") or spec.get("arch") or spec.get("kind", "target")
+    name = (spec.get("mcpu") or spec.get("arch") or str(spec.get("mtriple", "")).split("-")[0]
+            or spec.get("kind", "target"))
     return root / f"tvm{print_['tvm']}-{name}-{digest}"
 
 
@@ -128,9 +129,10 @@ class Outcome:
 
 
 def ensure_tuned(spec: ConvSpec, db: Database, budget: Budget, threads: int,
-                 on_progress=lambda trials, best_s: None) -> Outcome:
+                 on_progress=lambda trials, best_s: None, board=None) -> Outcome:
     """The layer's best schedule: from the database when it holds the trials asked for, else
-    tuned now (continuing from what it holds). Ctrl-C ends the current batch, saves, re-raises."""
+    tuned now (continuing from what it holds). Ctrl-C ends the current batch, saves, re-raises.
+    `board`: a target behind an RPC tracker, whose boards measure the candidates."""
     record = db.record(spec)
     if record and record.trials >= budget.trials:
         return Outcome("database", record, _schedule(db, spec))
@@ -138,7 +140,7 @@ def ensure_tuned(spec: ConvSpec, db: Database, budget: Budget, threads: int,
         if record:
             return Outcome("database", record, _schedule(db, spec))
         raise RuntimeError("the --tune-minutes budget was spent before this layer was tuned")
-    record = _tune(spec, db, budget, threads, record or LayerRecord(), on_progress)
+    record = _tune(spec, db, budget, threads, record or LayerRecord(), on_progress, board)
     return Outcome("tuned", record, _schedule(db, spec))
 
 
@@ -149,7 +151,7 @@ def _schedule(db: Database, spec: ConvSpec):
     return schedule
 
 
-def _tune(spec, db, budget, threads, record, on_progress) -> LayerRecord:
+def _tune(spec, db, budget, threads, record, on_progress, board=None) -> LayerRecord:
     db.dir.mkdir(parents=True, exist_ok=True)
     db.save(spec, record)  # the fingerprint goes in before any record
     start, base_trials, base_s = time.monotonic(), record.trials, record.tune_s
@@ -170,7 +172,8 @@ def _tune(spec, db, budget, threads, record, on_progress) -> LayerRecord:
 
     previous = signal.signal(signal.SIGINT, lambda *_: interrupted.append(True))
     try:
-        compiler.tune(spec, db.target, db.dir, budget.trials - base_trials, threads, on_batch)
+        compiler.tune(spec, db.target, db.dir, budget.trials - base_trials, threads, on_batch,
+                      board=board)
     finally:
         signal.signal(signal.SIGINT, previous)
     db.tvm_db = None  # reopen: the tuner appended records
