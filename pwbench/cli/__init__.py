@@ -12,7 +12,8 @@ from pwbench.errors import UserError
 
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
-COMMANDS = ("run", "tune", "list", "env", "peaks", "report", "compare", "history", "export")
+COMMANDS = ("run", "tune", "list", "env", "peaks", "report", "compare", "history", "export",
+            "fleet")
 
 
 class Parser(argparse.ArgumentParser):
