@@ -101,7 +101,9 @@ def _processes(row: dict) -> str:
 
 
 def _above_roof_note(rows: list[dict]) -> None:
-    """A time below the roofline bound means the bound is wrong for that layer: say why it can be."""
+    """A time below the roofline bound means the bound is wrong for that layer: say why it can be
+    (not for an emulated board, whose times and peaks mean nothing)."""
+    rows = [r for r in rows if not r.get("emulated")]
     above = {bound: [r for r in rows if r.get("bound") == bound and r.get("pct_of_roof", 0) > 110]
              for bound in ("compute", "memory")}
     if above["compute"]:

@@ -304,6 +304,11 @@ class EvaluatorClock:
         except Exception as exc:  # noqa: BLE001
             raise BoardError(describe(exc)) from None
 
+    def release(self) -> None:
+        """Drop the module and buffers (and so the session they belong to)."""
+        self._evaluators.clear()
+        self.module = self.device = self.args = None
+
 
 class RemoteConv:
     """A compiled conv loaded on a board: its buffers live there; load() sends the inputs,
@@ -349,8 +354,13 @@ class RemoteConv:
         return layouts.from_layout(self.spec, x), layouts.weight_from_tvm(self.spec, w)
 
     def close(self) -> None:
-        """End the session (the board then frees its buffers and deletes the upload)."""
-        for name in ("clock", "fn", "x", "w", "y", "module", "session"):
+        """End the session (the board then frees its buffers and deletes the upload). TVM has no
+        call that closes a session: it ends when nothing refers to it, so every reference this
+        kernel holds goes, the clock's too (a caller may still hold the clock)."""
+        clock = self.__dict__.pop("clock", None)
+        if isinstance(clock, EvaluatorClock):
+            clock.release()
+        for name in ("fn", "x", "w", "y", "module", "session"):
             self.__dict__.pop(name, None)
 
 
