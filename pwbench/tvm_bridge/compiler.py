@@ -262,9 +262,16 @@ def _batch_callback(ms, on_batch):
 
 
 def _quiet_tuning_logs() -> None:
-    """MetaSchedule logs every batch at INFO to stdout; pwbench shows its own progress."""
+    """MetaSchedule logs every batch at INFO to stdout; pwbench shows its own progress.
+    tune_tir re-reads its logger's handlers by name into a logging config and crashes on one
+    without a name (`'NoneType' object has no attribute 'format'`), e.g. one pytest's log capture
+    attaches after a first tuning: only its own two handlers are kept."""
     import logging
 
-    logging.getLogger("tvm.s_tir.meta_schedule").setLevel(logging.WARNING)
+    logger = logging.getLogger("tvm.s_tir.meta_schedule")
+    logger.setLevel(logging.WARNING)
+    for handler in list(logger.handlers):
+        if not (handler.get_name() or "").startswith("tvm.s_tir.meta_schedule."):
+            logger.removeHandler(handler)
     os.environ.setdefault("TVM_LOG_DEBUG", "0")
 
