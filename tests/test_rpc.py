@@ -271,3 +271,39 @@ def test_every_remote_wait_is_bounded(boards):
         assert time.monotonic() - start < 2 + 3 + 10
     finally:
         os.killpg(frozen.pid, signal.SIGCONT)
+
+
+class _Session:
+    """A session stand-in that records uploads and fails as told."""
+
+    def __init__(self, upload_error=None, load_error=None):
+        self.names, self.upload_error, self.load_error = [], upload_error, load_error
+
+    def upload(self, path, name):
+        if self.upload_error:
+            raise self.upload_error
+        self.names.append(name)
+
+    def load_module(self, name):
+        if self.load_error:
+            raise self.load_error
+        return name
+
+
+def test_uploads_get_unique_names_and_refusals_are_one_line(tmp_path):
+    """A re-uploaded name makes the board's dlopen return the old handle and its session
+    segfault: no two uploads may share a name, even of the same file."""
+    from pwbench.tvm_bridge import rpc
+
+    library = tmp_path / "k.so"
+    library.write_bytes(b"\x7fELF kernel")
+    session = _Session()
+    rpc.upload(session, str(library), "k")
+    rpc.upload(session, str(library), "k")
+    assert len(set(session.names)) == 2 and all(n.endswith(".so") for n in session.names)
+    with pytest.raises(rpc.BoardError, match="refused the upload of k.so: .*No space left"):
+        rpc.upload(_Session(upload_error=OSError("No space left on device")), str(library), "k")
+    wrong = RuntimeError("Traceback ...\nRPCError: Failed to load dynamic shared library x.so: "
+                         "wrong ELF class")
+    with pytest.raises(rpc.BoardError, match="cannot load the uploaded library"):
+        rpc.upload(_Session(load_error=wrong), str(library), "k")
