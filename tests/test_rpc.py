@@ -44,14 +44,17 @@ padding = 1
 FAST = ["--threads", "1", "--processes", "1", "--warmup-ms", "5", "--sample-ms", "30"]
 
 
-def _fleet(tmp: Path, name: str, servers: dict, stock: bool = True):
+RUNTIME_ONLY = {"TVM_USE_RUNTIME_LIB": "1"}  # a board that only runs kernels: starts faster
+
+
+def _fleet(tmp: Path, name: str, servers: dict, stock: bool = True, runtime_only=()):
     from pwbench.targets import local_fleet
 
     fleet = local_fleet.new(tmp / f"{name}.json", lifetime_s=900, log_dir=tmp / f"{name}-logs")
     fleet.start_tracker(local_fleet.free_port())
     for key, count in servers.items():
         for _ in range(count):
-            fleet.start_server(key, stock=stock)
+            fleet.start_server(key, stock=stock, env_extra=RUNTIME_ONLY if key in runtime_only else None)
     return fleet
 
 
@@ -62,8 +65,8 @@ def boards(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("rpc")
     fleets = []
     try:
-        fleets.append(_fleet(tmp, "main", {"x86": 2, "frozen": 1}))
-        fleets.append(_fleet(tmp, "victim", {"victim": 1}, stock=False))
+        fleets.append(_fleet(tmp, "main", {"x86": 2, "frozen": 1}, runtime_only={"frozen"}))
+        fleets.append(_fleet(tmp, "victim", {"victim": 1}, stock=False, runtime_only={"victim"}))
         fleets[0].wait({"x86": 2, "frozen": 1})
         fleets[1].wait({"victim": 1})
         (tmp / "tiny.toml").write_text(TINY)
@@ -123,11 +126,11 @@ def test_a_tiny_tuning_measures_candidates_on_both_boards(boards, tmp_path):
     before = _served(fleet, "x86")
     measured = []
     spec = ConvSpec(1, 8, 8, 8, 8, 3, 1, 1, groups=8)
-    small = compiler.SearchSettings(batch=6, population=32, genetic_iters=1)
-    compiler.tune(spec, board.tvm_target(1), tmp_path / "db", 6, 1,
+    small = compiler.SearchSettings(batch=4, population=32, genetic_iters=1)
+    compiler.tune(spec, board.tvm_target(1), tmp_path / "db", 4, 1,
                   lambda seconds: measured.extend(seconds) or True, small, board=board)
     after = _served(fleet, "x86")
-    assert len(measured) == 6 and all(s is not None and s > 0 for s in measured), measured
+    assert len(measured) == 4 and all(s is not None and s > 0 for s in measured), measured
     assert all(b > a for a, b in zip(before, after)), (before, after)  # both boards measured
     assert compiler.best_schedule(compiler.open_database(tmp_path / "db"), spec,
                                   board.tvm_target(1)) is not None
@@ -211,23 +214,38 @@ def test_a_dead_tracker_is_one_line_at_once(boards):
     assert "unreachable" in line and time.monotonic() - start < 60  # TVM's own client: 60 s of retries
 
 
-@pytest.mark.cli
-def test_a_key_without_boards_and_a_wrong_architecture_are_one_line(boards):
-    line = _one_line(run_pwbench("run", "--suite", boards["suite"], "--target", "cpu",
-                                 *_rpc(boards["main"], "no-such-key"), "--backend", "tvm",
-                                 env=boards["env"]))
+def _main_one_line(capsys, *argv) -> str:
+    """cli.main in this process (TVM already imported: seconds saved per call), one line."""
+    from pwbench import cli
+
+    assert cli.main([str(a) for a in argv]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("pwbench: error: "), err
+    return err[0]
+
+
+def test_a_key_without_boards_and_a_wrong_architecture_are_one_line(boards, capsys, monkeypatch):
+    monkeypatch.setenv("PWBENCH_CACHE_DIR", str(boards["tmp"] / "cache"))
+    run = ("run", "--suite", boards["suite"], "--backend", "tvm", "--output", boards["tmp"] / "no")
+    line = _main_one_line(capsys, *run, "--target", "cpu", *_rpc(boards["main"], "no-such-key"))
     assert "no board is registered under key 'no-such-key'" in line and "x86" in line
-    line = _one_line(run_pwbench("run", "--suite", boards["suite"], "--target", "neoverse-n1",
-                                 *_rpc(boards["main"], "x86"), "--backend", "tvm", env=boards["env"]))
+    line = _main_one_line(capsys, *run, "--target", "neoverse-n1", *_rpc(boards["main"], "x86"))
     assert "are x86_64, not aarch64" in line
+    assert not (boards["tmp"] / "no").exists()  # nothing measured, nothing written
 
 
-@pytest.mark.cli
-def test_fleet_lists_keys_with_free_and_busy_boards(boards):
-    proc = run_pwbench("fleet", "--rpc-tracker", boards["main"].tracker, env=boards["env"])
-    assert proc.returncode == 0, proc.stderr
-    (row,) = [line for line in proc.stdout.splitlines() if " x86 " in line]
-    assert [c.strip() for c in row.split("│")[1:5]] == ["x86", "2", "2", "0"]  # boards, free, busy
+def test_fleet_lists_keys_with_free_and_busy_boards(boards, capsys):
+    from pwbench import cli
+
+    deadline = time.monotonic() + 20  # a board re-registers as free a moment after a session
+    while True:
+        assert cli.main(["fleet", "--rpc-tracker", boards["main"].tracker]) == 0
+        (row,) = [line for line in capsys.readouterr().out.splitlines() if " x86 " in line]
+        cells = [c.strip() for c in row.split("│")[1:5]]  # key, boards, free, busy
+        if cells == ["x86", "2", "2", "0"] or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert cells == ["x86", "2", "2", "0"]
 
 
 def test_a_session_shorter_than_a_kernel_is_an_error_row(boards, tmp_path):
