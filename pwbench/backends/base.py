@@ -64,6 +64,9 @@ class Kernel(Protocol):
     def inputs(self) -> tuple[np.ndarray, np.ndarray]:
         """The kernel's current input buffers as logical (NCHW, OIHW) arrays, to catch mutation."""
 
+    # optional: close(), called once the kernel is measured (a board's kernel ends its session,
+    # so that the next kernel gets the board)
+
 
 class CudaEventClock:
     """CUDA events recorded on torch's current stream around a block of calls (the kernels

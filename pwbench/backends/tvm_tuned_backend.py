@@ -55,6 +55,7 @@ class Backend:
         if options.tuning_mode not in TUNING_MODES:
             raise UserError(f"--tuning must be one of {', '.join(TUNING_MODES)}, got "
                             f"{options.tuning_mode!r}")
+        self.place = target  # where kernels are linked for and run (and candidates measured)
         self.target = target.tvm_target(options.threads)
         self.db = database.Database(options.tuning_dir, self.target, target.tuning_facts())
         self.budget = database.Budget(options.trials, options.tune_minutes)
@@ -67,7 +68,7 @@ class Backend:
 
     def prepare(self, workloads) -> None:
         """Suite-wide tuning: every single conv of the run as one task set, per design space."""
-        if self.options.tuning_mode != "suite" or self.cannot_measure:
+        if self.options.tuning_mode != "suite" or self.cannot_measure or self.place.rpc:
             return
         specs = [w for w in workloads if isinstance(w, ConvSpec)]
         self.budget = database.Budget(self.options.trials, self.options.tune_minutes)  # from now
@@ -92,7 +93,8 @@ class Backend:
                                      f"trials, best {best}")
 
             outcome = database.ensure_tuned(spec, self.db, self.budget, self.options.threads,
-                                            progress, space, self.cannot_measure)
+                                            progress, space, self.cannot_measure,
+                                            board=self.place if self.place.rpc else None)
             if (spec.id, space) in self.tuned_now and outcome.source == "database":
                 outcome.source = "tuned"
             if outcome.plan.space in seen:  # a fallback that is the default space asked too
@@ -143,7 +145,7 @@ class Backend:
         """The kernel exported into the run's work directory, made in a worker from there."""
         if packing is None:
             return exported(spec, compiled, self.target, f"{self.name}_{variant}", self.options,
-                            columns, variant=variant, curve=curve, notes=notes)
+                            columns, place=self.place, variant=variant, curve=curve, notes=notes)
         library = str(Path(self.options.work_dir) / f"{self.name}_{variant}_{spec.id}.so")
         compiler.export(compiled.executable, library)
         make = functools.partial(runtime.load_packed_kernel, spec, library, self.options.threads,

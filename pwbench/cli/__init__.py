@@ -13,7 +13,7 @@ from pwbench.errors import UserError
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
 COMMANDS = ("run", "build", "tune", "list", "env", "peaks", "report", "compare", "history", "export",
-            "suite")
+            "suite", "fleet")
 
 
 class Parser(argparse.ArgumentParser):

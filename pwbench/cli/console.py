@@ -35,7 +35,8 @@ class RunProgress:
         for warning in plan.warnings:
             warn(warning)
         runner.ensure_peaks(plan, lambda: console.print(
-            "measuring this machine's peak FLOP/s and memory bandwidth (a few seconds, once: cached)"))
+            f"measuring the peak FLOP/s and memory bandwidth of {plan.target.where} (a few seconds, "
+            "once: cached)"))
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                    TimeElapsedColumn())
         with Progress(*columns, console=console, transient=False) as self.bar:
@@ -141,7 +142,9 @@ def _processes(row: dict) -> str:
 
 
 def _above_roof_note(rows: list[dict]) -> None:
-    """A time below the roofline bound means the bound is wrong for that layer: say why it can be."""
+    """A time below the roofline bound means the bound is wrong for that layer: say why it can be
+    (not for an emulated board, whose times and peaks mean nothing)."""
+    rows = [r for r in rows if not r.get("emulated")]
     above = {bound: [r for r in rows if r.get("bound") == bound and r.get("pct_of_roof", 0) > 110]
              for bound in ("compute", "memory")}
     if above["compute"]:
@@ -201,7 +204,7 @@ def _num(value, fmt: str = "{:.0f}") -> str:
 
 
 def peaks_summary(peaks) -> None:
-    table = Table(title=f"peaks of this machine: target {peaks.target}, {peaks.threads} thread(s), "
+    table = Table(title=f"peaks: target {peaks.target}, {peaks.threads} thread(s), "
                         f"{peaks.source}", title_justify="left")
     for col, justify in (("roof", "left"), ("value", "right"), ("method", "left")):
         table.add_column(col, justify=justify)

@@ -71,3 +71,22 @@ def names(text: str) -> tuple[str, ...]:
 def add_db(parser, default=None) -> None:
     parser.add_argument("--db", type=Path, default=default, metavar="PATH",
                         help="history database (default: $PWBENCH_HISTORY, else results/history.sqlite)")
+
+
+def add_rpc(parser) -> None:
+    """Boards behind a TVM RPC tracker: kernels built here, verified and timed there."""
+    parser.add_argument("--rpc-tracker", metavar="HOST:PORT",
+                        help="a TVM RPC tracker: kernels run on a board registered under --rpc-key")
+    parser.add_argument("--rpc-key", metavar="KEY", help="the key the boards registered under "
+                        "(`pwbench fleet --rpc-tracker HOST:PORT` lists them)")
+    parser.add_argument("--rpc-session-timeout", type=positive_float, metavar="S",
+                        help="seconds a board session may last, upload to last sample "
+                             "(default 120); the board ends a longer one")
+
+
+def rpc_endpoint(args):
+    """The endpoint of the RPC options, None without them (UserError when half given)."""
+    from pwbench.targets.board import endpoint
+
+    return endpoint(getattr(args, "rpc_tracker", None), getattr(args, "rpc_key", None),
+                    getattr(args, "rpc_session_timeout", None))

@@ -11,7 +11,8 @@ import sys
 from pathlib import Path
 
 from pwbench.cli import EXIT_INTERRUPTED
-from pwbench.cli.options import TRIALS, add_db, add_tuning, add_workload, positive_float, positive_int
+from pwbench.cli.options import (TRIALS, add_db, add_rpc, add_tuning, add_workload, positive_float,
+                                 positive_int, rpc_endpoint)
 
 # `pwbench run` without --suite: what its defaults are (see the module docstring and README)
 FIRST_LOOK = {"backend": "torch,torch-frozen,tvm-tuned", "processes": 2, "warmup_ms": 20.0,
@@ -26,7 +27,8 @@ def add(sub):
     from pwbench.measure.runner import DEFAULT_PROCESSES
 
     run = sub.add_parser("run", help="benchmark a suite: verify, then time every kernel")
-    add_workload(run, targets="cpu, x86, cuda, arm, or a TVM target", threads="threads for every backend")
+    add_workload(run, targets="cpu, x86, cuda, arm, an ARM core (neoverse-n1, ...), or a TVM target",
+                 threads="threads for every backend")
     # no --suite: the first look (FIRST_LOOK); no --threads: all cores, or 1 under --clock instructions
     run.set_defaults(suite=None, threads=None)
     run.add_argument("--backend", help="comma-separated backends (default: torch, and the backends "
@@ -60,6 +62,10 @@ def add(sub):
     run.add_argument("--record", action="store_true", help="add the run to the history database (--db)")
     add_db(run)
     add_tuning(run)
+    add_rpc(run)
+    run.add_argument("--fleet", metavar="HOST:PORT",
+                     help="run the suite on one board of every key of this RPC tracker (one run "
+                          "directory per key, under --output), then the hardware-selection report")
     return run
 
 
@@ -72,23 +78,16 @@ def settings(args) -> tuple[dict, bool]:
 
 
 def main(args) -> int:
-    from pwbench.cli import console
-    from pwbench.measure import runner, timing
-    from pwbench.store import results
-    from pwbench.workloads import suites
+    if args.fleet:
+        from pwbench.cli import fleet
 
-    chosen, first_look = settings(args)
-    names = tuple(b.strip() for b in chosen["backend"].split(",") if b.strip())
-    config = runner.RunConfig(
-        suite=args.suite or suites.DEFAULT_SUITE, target=args.target, kernels=args.kernels,
-        backends=None if args.kernels and not args.backend else names, dtype=args.dtype,
-        filter=args.filter, batch=args.batch, layout=args.layout, threads=args.threads,
-        output=args.output, budget=timing.Budget(warmup_ms=chosen["warmup_ms"],
-                                                 sample_ms=chosen["sample_ms"]),
-        processes=chosen["processes"], cache=args.cache, peaks_file=args.peaks,
-        trials=chosen["trials"], tune_minutes=chosen["tune_minutes"], tuning_dir=args.tuning_dir,
-        spaces=args.space, tuning_mode=args.tuning_mode, blocked=args.blocked,
-        optional=OPTIONAL if args.backend is None else (), clock=args.clock, calls=args.calls)
+        return fleet.run_fleet(args)
+    from pwbench.cli import console
+    from pwbench.measure import runner
+    from pwbench.store import results
+
+    first_look = settings(args)[1]
+    config = config_of(args)
     watch = console.RunProgress()
     plan = runner.plan(config, watch)
     if first_look:
@@ -119,3 +118,25 @@ def main(args) -> int:
         print(f"pwbench: {failed} kernel(s) failed their check or could not run (see the error column)",
               file=sys.stderr)
     return 1 if failed else 0
+
+
+def config_of(args, **override):
+    """The RunConfig of `pwbench run`'s arguments (fields in `override` replace them)."""
+    from pwbench.measure import runner, timing
+    from pwbench.workloads import suites
+
+    chosen, _ = settings(args)
+    names = tuple(b.strip() for b in chosen["backend"].split(",") if b.strip())
+    fields = dict(
+        suite=args.suite or suites.DEFAULT_SUITE, target=args.target, kernels=args.kernels,
+        backends=None if args.kernels and not args.backend else names, dtype=args.dtype,
+        filter=args.filter, batch=args.batch, layout=args.layout, threads=args.threads,
+        output=args.output, budget=timing.Budget(warmup_ms=chosen["warmup_ms"],
+                                                 sample_ms=chosen["sample_ms"]),
+        processes=chosen["processes"], cache=args.cache, peaks_file=args.peaks,
+        trials=chosen["trials"], tune_minutes=chosen["tune_minutes"], tuning_dir=args.tuning_dir,
+        spaces=args.space, tuning_mode=args.tuning_mode, blocked=args.blocked,
+        optional=OPTIONAL if args.backend is None else (), clock=args.clock, calls=args.calls,
+        rpc=rpc_endpoint(args))
+    fields.update(override)
+    return runner.RunConfig(**fields)

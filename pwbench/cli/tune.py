@@ -8,18 +8,19 @@ from __future__ import annotations
 
 import math
 
-from pwbench.cli.options import TRIALS, add_tuning, add_workload
+from pwbench.cli.options import TRIALS, add_rpc, add_tuning, add_workload, rpc_endpoint
 from pwbench.units import format_seconds
 
 
 def add(sub):
     tune = sub.add_parser("tune", help="tune a suite's layers for tvm-tuned (or blocks for "
                                        "tvm-relax-tuned), without timing them")
-    add_workload(tune, targets="cpu, x86, cuda or a TVM target",
+    add_workload(tune, targets="cpu, x86, cuda, arm, an ARM core or a TVM target",
                  threads="threads the tuned kernels will run with")
     tune.add_argument("--backend", choices=("tvm-tuned", "tvm-relax-tuned"), default="tvm-tuned",
                       help="whose database entries to tune (default tvm-tuned: single convs)")
     add_tuning(tune)
+    add_rpc(tune)
     return tune
 
 
@@ -30,7 +31,7 @@ def main(args) -> int:
     from pwbench.errors import UserError
     from pwbench.workloads import suites
 
-    target = targets.resolve(args.target)
+    target = targets.resolve(args.target, rpc_endpoint(args))
     target.prepare_process(args.threads)  # the tuner's worker processes inherit TVM_NUM_THREADS
     cls = backends.backend_class(args.backend, target)  # without TVM: one line, exit 2
     problem = target.run_problem()  # candidates are measured on the target
@@ -49,6 +50,10 @@ def main(args) -> int:
     db, budget = backend.db, backend.budget
     passes = _passes(args, backend, specs)
     console.print(f"tuning database: {db.dir}")
+    if target.rpc is not None:
+        from pwbench.tvm_bridge import rpc
+
+        console.print(f"measuring candidates on {rpc.boards(target.rpc)} board(s) under {target.rpc}")
     outcomes = {}
     try:
         for space, key, tune_one, suite_wide in passes:
@@ -76,6 +81,7 @@ def _passes(args, backend, specs) -> list[tuple]:
 
         return [("relax", relax.key, lambda spec, on_progress: backend.tune(spec, on_progress)[0].source,
                  False)]
+    board = backend.place if backend.place.rpc else None  # its boards measure the candidates
     passes = []
     for space in args.space:
         def key(spec, space=space):
@@ -85,10 +91,11 @@ def _passes(args, backend, specs) -> list[tuple]:
 
         def tune_one(spec, on_progress, space=space):
             return database.ensure_tuned(spec, backend.db, backend.budget, args.threads,
-                                         on_progress, space).source
+                                         on_progress, space, board=board).source
 
         passes.append((space, key, tune_one, args.tuning_mode == "suite"
-                       and not backend.cannot_measure and all(map(_is_conv, specs))))
+                       and not backend.cannot_measure and board is None
+                       and all(map(_is_conv, specs))))
     return passes
 
 

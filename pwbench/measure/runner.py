@@ -61,6 +61,7 @@ class RunConfig:
     tuning_mode: str = "suite"  # tvm-tuned: suite-wide or layer-at-a-time tuning
     blocked: bool = True  # tvm-tuned: also the blocked end-to-end variant
     optional: tuple[str, ...] = ()  # backends left out with a note when unavailable here
+    rpc: object = None  # a targets.board.Endpoint: kernels run on boards behind that tracker
 
 
 class Watcher(Protocol):
@@ -112,12 +113,15 @@ def plan(config: RunConfig, events=Quiet()) -> Plan:
         raise UserError(f"--processes must be at least 1, got {config.processes}")
     if config.cache not in timing.CACHE_STATES:
         raise UserError(f"--cache must be one of {', '.join(timing.CACHE_STATES)}, got {config.cache!r}")
-    target = targets.resolve(config.target)
+    target = targets.resolve(config.target, config.rpc)
     valgrind = None
     if config.clock == "instructions":
         target = target.counted()  # e.g. TVM kernels built for an AVX2 CPU (no AVX-512)
         valgrind = instructions.find(config.calls)
     target.prepare_process(config.threads)  # before torch or TVM start their thread pools
+    if config.cache == "cold" and not target.can_evict:
+        raise UserError(f"--cache cold: target {target.name} cannot empty its caches between "
+                        "samples (a board's kernels are timed there); use --cache hot")
     kit = _bundle(config)
     suite = kit.suite() if kit else suites.load(config.suite, batch=config.batch,
                                                 layout=config.layout, dtype=config.dtype)
@@ -153,9 +157,13 @@ def plan(config: RunConfig, events=Quiet()) -> Plan:
                    else classes[name](target, options, events))
             for name in names if name in from_kit or name in classes}
     given = peaks.load_file(config.peaks_file) if config.peaks_file else None
-    if config.threads > (os.cpu_count() or 1):
-        warnings.append(f"--threads {config.threads} is more than this machine's "
-                        f"{os.cpu_count()} cores: threads will share cores and times will be noisy")
+    cores = target.facts().get("cores") or os.cpu_count() or 1
+    if config.threads > cores:
+        warnings.append(f"--threads {config.threads} is more than {target.where}'s {cores} "
+                        "cores: threads will share cores and times will be noisy")
+    if target.emulated:
+        warnings.append(f"target {target.name} is emulated: its times say nothing of real "
+                        "hardware (rows are marked emulated); only its numerics count")
     return Plan(config, suite, specs, target, made, output, given, warnings, valgrind)
 
 
@@ -267,6 +275,7 @@ def _line(spec: ConvSpec, backend: str, built: Built | None, p: Plan) -> dict:
     return {"suite": p.suite.name, **spec.describe(), "backend": backend, "target": p.target.name,
             "threads": p.config.threads, "variant": built.variant if built else "",
             "cache": p.config.cache, "clock": built.clock if built else "",
+            "emulated": bool(p.target.emulated),
             **(built.columns if built else {}),
             "check": "", "max_abs_err": math.nan, "max_rel_err": math.nan, "error": "",
             "samples_s": [], "number": 0, "process": -1}
@@ -343,7 +352,8 @@ def _measure_all(p: Plan, jobs: list[workers.Job], lines: dict, writer, watch) -
             watch.step(job.spec.label)
         job.expected = saved[job.spec.id]
     settings = workers.Settings(p.config.processes, p.config.budget, p.config.cache,
-                                p.config.threads, KERNEL_TIMEOUT_S, p.valgrind, p.work_dir)
+                                p.config.threads, p.target.kernel_timeout_s or KERNEL_TIMEOUT_S,
+                                p.valgrind, p.work_dir)
     what = "counting instructions under callgrind" if p.valgrind else "measuring"
     watch.stage(f"{what} in {p.config.processes} process(es)", len(jobs) * p.config.processes)
 

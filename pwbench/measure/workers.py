@@ -199,7 +199,7 @@ def _measure_one(job: Job, settings: Settings, target,
                  counter: instructions.Counter | None = None) -> Outcome:
     """Make, check and (if it passed) time or count one kernel; the target's sensors are read once
     the warm-up (at least the target's minimum) is over and again after the last sample."""
-    outcome = Outcome(job.key, -1)
+    outcome, kernel = Outcome(job.key, -1), None
     evict = target.evict if settings.cache == "cold" else None
     budget = replace(settings.budget, warmup_ms=max(settings.budget.warmup_ms, target.min_warmup_ms))
     phases = _Phases()
@@ -232,6 +232,13 @@ def _measure_one(job: Job, settings: Settings, target,
         outcome.samples_s, outcome.number = m.samples_s, m.number
     except Exception as exc:  # one broken kernel must not lose the rest of the round
         outcome.error = describe_error(exc)
+    finally:
+        close = getattr(kernel, "close", None)  # e.g. a board's session, before the next kernel's
+        if close is not None:
+            try:
+                close()
+            except Exception:  # noqa: BLE001 - the outcome is what counts
+                pass
     return outcome
 
 

@@ -35,14 +35,18 @@ def build(run_dirs, out=None, peaks_file=None, baseline: str = "torch",
     sections = [writer.overview(loaded)]
     for run in loaded:
         sections.append(writer.run_section(run, tables.baseline_of(run, baseline)))
+    warnings = [w for r in loaded for w in r.warnings]
     for suite, members in groups.items():
         if sum(len(r.backends) for r in members) > 1:
             sections.append(writer.selection_section(suite, members, prices))
+            emulated = selection.emulated_warning(members)
+            if emulated:
+                warnings.append(f"hardware selection of {suite}: {emulated}")
     title = "pwbench report: " + ", ".join(dict.fromkeys(r.suite for r in loaded))
     intro = (f"{len(loaded)} run(s); times are per-call medians, network totals weight each layer "
              f"by its count. Generated {_now()}.")
     index = html.write_index(out, title, intro, sections)
-    return Built(index, [index, *writer.files], [w for r in loaded for w in r.warnings])
+    return Built(index, [index, *writer.files], warnings)
 
 
 def _default_out(loaded) -> Path:
@@ -199,6 +203,11 @@ class _Writer:
 
     def selection_section(self, suite: str, members, prices) -> html.Section:
         section = html.Section(f"Hardware selection: {suite}", f"select-{runs.slug(suite)}")
+        emulated = selection.emulated_warning(members)
+        if emulated:  # before the ranking, not after it
+            section.add(html.paragraph(f"Warning: {emulated}.", "warning"))
+            if self.show:
+                self.show(f"[yellow]warning:[/] {emulated}")
         entries = selection.entries(members, prices)
         name = runs.slug(suite)
         section.add(self._table(entries, selection.entries_columns(entries), f"selection_{name}",

@@ -14,6 +14,7 @@ body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; color: 
 h1 { font-size: 24px; margin: 24px 0 4px; } h2 { font-size: 19px; margin-top: 36px;
      border-bottom: 1px solid #ddd; padding-bottom: 4px; } h3 { font-size: 15px; margin-top: 24px; }
 nav ul { columns: 2; padding-left: 18px; } .muted { color: #666; }
+.warning { color: #8a5300; background: #fff4e0; padding: 6px 10px; border-left: 4px solid #e69500; }
 table.data { border-collapse: collapse; font-size: 12.5px; margin: 8px 0; }
 table.data th, table.data td { padding: 3px 9px; border-bottom: 1px solid #e4e4e4; white-space: nowrap; }
 table.data th { background: #f4f5f7; text-align: left; position: sticky; top: 0; }

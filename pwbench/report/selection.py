@@ -37,6 +37,21 @@ def _require_same_layers(suite: str, runs: list[Run]) -> None:
                             f"layers ({why}); report them separately")
 
 
+def emulated_warning(runs: list[Run]) -> str | None:
+    """Said before a ranking that holds runs timed on an emulator (qemu): their times rank, but
+    say nothing of the hardware emulated."""
+    emulated = [r.label for r in runs if is_emulated(r)]
+    if not emulated:
+        return None
+    return (f"{', '.join(emulated)}: timed on an emulated board (qemu); its times say nothing of "
+            "real hardware, only its numerics count: do not choose hardware by its rank below")
+
+
+def is_emulated(run: Run) -> bool:
+    rows = run.records["emulated"] if "emulated" in run.records else pd.Series(dtype=bool)
+    return bool(run.meta.get("emulated")) or bool(rows.fillna(False).astype(bool).any())
+
+
 def entries(runs: list[Run], costs: Costs) -> pd.DataFrame:
     """One row per (machine, backend), fastest network first; NaN latency ranks last."""
     rows = []
@@ -61,7 +76,7 @@ def _entry(run: Run, backend: str, price_watts: dict, layout: str | None = None)
     batch = int(rec["batch"].iloc[0])
     throughput = batch / latency if latency > 0 else math.nan
     price, watts = price_watts.get("price_per_hour", math.nan), price_watts.get("watts", math.nan)
-    entry = {"machine": run.label, "backend": backend, "target": run.meta.get("target", ""),
+    entry = {"machine": run.label + (" (emulated)" if is_emulated(run) else ""), "backend": backend, "target": run.meta.get("target", ""),
              "latency_s": latency, "throughput_per_s": throughput,
              "gflops": float((rec["flops"] * rec["count"]).sum()) / latency / 1e9,
              "price_per_hour": price, "watts": watts,

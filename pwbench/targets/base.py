@@ -17,6 +17,9 @@ A target says
   bundles built for its arch) and which facts a tuning database is keyed by (`tuning_facts`);
 - whether its kernels can be counted by the instruction clock (`counted`: the same target, as
   valgrind runs it, with the ISA capped to what valgrind decodes; measure/instructions.py).
+- where its kernels run when not on this machine (`rpc`: a TVM RPC endpoint, targets/board.py),
+  which compiler links them (`cross_compiler`), how long one kernel may take before its worker
+  is given up (`kernel_timeout_s`), and the same hardware reached through a tracker (`through`).
 """
 
 from __future__ import annotations
@@ -34,6 +37,17 @@ class Target:
     emulated: bool = False  # timings are meaningless (an emulator), numerics still count
     where: str = "this machine"  # where kernels run, in words
     min_warmup_ms: float = 0.0  # the shortest warm-up per kernel that lets this hardware settle
+    rpc = None  # a targets.board.Endpoint when kernels run on a board behind an RPC tracker
+    cross_compiler: str | None = None  # links kernels for it; None: this machine's compiler
+    can_evict: bool = True  # whether `--cache cold` can empty its caches between samples
+    kernel_timeout_s: float | None = None  # a worker silent longer on one kernel is killed
+
+    def through(self, rpc) -> "Target":
+        """This hardware on a board reached through a TVM RPC tracker (--rpc-tracker)."""
+        from pwbench.errors import UserError
+
+        raise UserError(f"target {self.name} does not run through a TVM RPC tracker: pwbench "
+                        "measures boards' CPUs over RPC (--target cpu, x86, arm or an ARM core)")
 
     def tvm_target(self, threads: int) -> dict | None:
         """The TVM target (a dict, as TVM 0.27 wants it), or None when TVM cannot build for it."""

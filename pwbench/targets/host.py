@@ -105,6 +105,15 @@ class HostCPU(Target):
                             f"{platform.machine()} CPU (known: {', '.join(COUNTED_ISA)})")
         return HostCPU(self.name, self.tvm_given, self.description, cap)
 
+    def through(self, rpc) -> Target:
+        """A remote box's CPU: its TVM target from what the board says it is (or the one given)."""
+        from pwbench.targets import parse_tvm_target
+        from pwbench.targets.board import Board
+
+        spec = parse_tvm_target(self.tvm_given) if self.tvm_given else None
+        return Board(self.name, spec, rpc, wants="x86_64" if self.name == "x86" else None,
+                     description="a remote CPU through a TVM RPC tracker")
+
     def tvm_target(self, threads: int) -> dict:
         from pwbench.tvm_bridge import compiler  # LLVM names this CPU; TVM only when asked
 

@@ -6,6 +6,7 @@ targets, `tvm.compile`); see README, TVM section. Running a library is runtime.p
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 import os
@@ -53,6 +54,16 @@ CUDA_LIMITS = {"max_threads_per_block": 1024, "max_shared_memory_per_block": 491
                "registers_per_block": 65536}  # every NVIDIA GPU since sm_70, as TVM's tags say
 
 
+def check_cpu(mcpu: str, triple: str, target_name: str) -> None:
+    """LLVM must know the CPU: an unknown -mcpu does not raise, LLVM logs an error and silently
+    builds generic code."""
+    from tvm.target import codegen
+
+    if not codegen.llvm_is_valid_cpu(mcpu, triple):
+        raise UserError(f"target {target_name}: LLVM does not know the CPU {mcpu!r} for {triple} "
+                        "(an ARM core: see `pwbench list targets`)")
+
+
 def cuda_target(given: str | None, arch: str | None) -> dict:
     """A CUDA target with an llvm host: the user's, else sm_XX of the visible GPU, with the
     per-block limits MetaSchedule needs (a device-less target has none: TVM's tags add them)."""
@@ -70,14 +81,23 @@ def _checked(text: str) -> dict:
         given = tvm.target.Target(parse_tvm_target(text) or text)
     except Exception as exc:  # TVM raises several types for a bad target
         raise UserError(f"TVM rejects target {text!r}: {error_line(exc)}") from None
-    # list-valued attributes (keys, mattr) come back as tvm_ffi Arrays: plain lists, so that the
-    # target string (JSON) can be written
-    return {k: (list(v) if _sequence(v) else v) for k, v in dict(given.export()).items()
-            if v not in ("", (), [])}
+    # what was given, in TVM's canonical form; the keys and features TVM derives from it stay out
+    return {k: _plain(v) for k, v in dict(given.export()).items()
+            if v not in ("", (), []) and k != "keys" and not k.startswith("feature.")}
 
 
-def _sequence(value) -> bool:
-    return not isinstance(value, str) and hasattr(value, "__len__") and not hasattr(value, "keys")
+def _plain(value):
+    """A TVM export value (String, Array, Map) as plain JSON-able Python."""
+    if isinstance(value, (bool, int, float)):
+        return value
+    if isinstance(value, str):
+        return str(value)
+    if hasattr(value, "items"):
+        return {str(k): _plain(v) for k, v in value.items()}
+    try:
+        return [_plain(v) for v in value]
+    except TypeError:
+        return value
 
 
 def target_string(spec: dict) -> str:
@@ -151,10 +171,16 @@ def compile_scheduled(target: dict, schedule) -> Compiled:
     return Compiled(tvm.compile(schedule.mod, target=tvm.target.Target(target)))
 
 
-def export(executable, path: Path) -> Path:
-    """The compiled kernel as a shared library that TVM's runtime alone can load."""
+def export(executable, path: Path, cross_compiler: str | None = None) -> Path:
+    """The compiled kernel as a shared library that TVM's runtime alone can load, linked by
+    `cross_compiler` (e.g. aarch64-linux-gnu-gcc) for another machine, else by this one's."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    executable.export_library(str(path))
+    if cross_compiler:
+        from tvm.support import cc
+
+        executable.export_library(str(path), fcompile=cc.cross_compiler(cross_compiler))
+    else:
+        executable.export_library(str(path))
     return path
 
 
@@ -169,6 +195,16 @@ def x86_intrinsics_only() -> None:
     """Register only the x86 tensor intrinsics. `import tvm.s_tir.tensor_intrin` parses those of
     every backend (30-50 s), in the main process and in every builder worker, whose 30 s timeout
     then loses builds. A bare package module in sys.modules makes that import a no-op."""
+    intrinsics_only("x86")
+
+
+def arm_intrinsics_only() -> None:
+    """The same for an aarch64 target: its design space looks up the arm_cpu intrinsics (NEON
+    dot products) in the tuning process and in the builder workers."""
+    intrinsics_only("arm_cpu")
+
+
+def intrinsics_only(arch: str) -> None:
     name = "tvm.s_tir.tensor_intrin"
     if name not in sys.modules:
         spec = importlib.util.find_spec(name)
@@ -176,12 +212,21 @@ def x86_intrinsics_only() -> None:
         package.__path__ = list(spec.submodule_search_locations)
         package.__spec__ = spec
         sys.modules[name] = package
-    importlib.import_module(name + ".x86")
+    importlib.import_module(f"{name}.{arch}")
 
 
-def meta_schedule():
-    """tvm.s_tir.meta_schedule, with only the x86 tensor intrinsics registered."""
+def _intrinsics_of(target: dict):
+    """The initializer that registers the intrinsics a target's design space needs."""
+    return arm_intrinsics_only if str(target.get("mtriple", "")).startswith("aarch64") \
+        else x86_intrinsics_only
+
+
+def meta_schedule(target: dict | None = None):
+    """tvm.s_tir.meta_schedule, with only the tensor intrinsics of x86 (and of the target's
+    architecture, when one is given) registered."""
     x86_intrinsics_only()
+    if target is not None:
+        _intrinsics_of(target)()
     from tvm.s_tir import meta_schedule
 
     return meta_schedule
@@ -204,7 +249,7 @@ def best_schedule(database, spec: ConvSpec, target: dict):
     """The best *measured* schedule the database holds for this spec, or None. Records whose run
     failed (MetaSchedule keeps them with run_secs = 1e10, e.g. candidates of a tuning that could
     not run them) are skipped: a query would otherwise return an unmeasured schedule."""
-    meta_schedule()
+    meta_schedule(target)
     mod = tvm.IRModule({"main": primfunc(spec)})
     if not database.has_workload(mod):
         return None
@@ -240,11 +285,13 @@ class SearchSettings:
 
 
 def tune(spec: ConvSpec, target: dict, work_dir: Path, trials: int, threads: int,
-         on_batch, search: SearchSettings = SearchSettings()) -> None:
+         on_batch, search: SearchSettings = SearchSettings(), board=None) -> None:
     """MetaSchedule tune_tir for one spec into the database in work_dir (records are appended as
     measured, so an interrupted tuning keeps what it found). on_batch(results) gets the list of
-    measured seconds (None for a failed candidate) after every batch, and returns False to stop."""
-    ms = meta_schedule()
+    measured seconds (None for a failed candidate) after every batch, and returns False to stop.
+    `board`: a target whose kernels run on boards behind an RPC tracker (its `rpc` endpoint and
+    `cross_compiler`): candidates are then measured there, one runner worker per board."""
+    ms = meta_schedule(target)
     quiet_tuning_logs()  # every tune_tir resets the level to DEBUG: quiet it again each time
     stopper = Stopper()
     callback = _batch_callback(ms, on_batch, stopper)
@@ -252,8 +299,9 @@ def tune(spec: ConvSpec, target: dict, work_dir: Path, trials: int, threads: int
     strategy = ms.search_strategy.EvolutionarySearch(population_size=search.population,
                                                      genetic_num_iters=search.genetic_iters)
     stopper.run(ms.tune_tir, mod, tvm.target.Target(target), str(work_dir), max_trials_global=trials,
-                num_trials_per_iter=min(search.batch, trials), builder=local_builder(target),
-                runner=local_runner(search, target), strategy=strategy, cost_model="xgb",
+                num_trials_per_iter=min(search.batch, trials), builder=local_builder(target, board),
+                runner=local_runner(search, target, board, threads), strategy=strategy,
+                cost_model="xgb",
                 measure_callbacks=[*ms.measure_callback.MeasureCallback.create("default"),
                                    callback], num_tuning_cores=threads)
 
@@ -294,22 +342,40 @@ class Stopper:
                 raise
 
 
-def local_builder(target: dict):
-    """Builds candidates in worker processes that register only the x86 intrinsics (they import
-    this module by name: pwbench must be importable there, as it is once installed)."""
-    ms = meta_schedule()
+def local_builder(target: dict, board=None):
+    """Builds candidates in worker processes that register only the intrinsics of x86 and the
+    target's architecture (they import this module by name: pwbench must be importable there, as
+    it is once installed); for a board, linked by its cross compiler."""
+    ms = meta_schedule(target)
     if is_gpu(target):  # the CUDA design space's rules use the tensor-core intrinsics
         importlib.import_module("tvm.s_tir.tensor_intrin.cuda")  # 34-123 s, once per process
         return ms.builder.LocalBuilder(f_build=build_cuda_candidate,
                                        initializer=x86_intrinsics_only, timeout_sec=120)
-    return ms.builder.LocalBuilder(initializer=x86_intrinsics_only, timeout_sec=60)
+    if board is not None and board.rpc is not None:
+        from pwbench.tvm_bridge import rpc
+
+        return ms.builder.LocalBuilder(initializer=_intrinsics_of(target), timeout_sec=60,
+                                       f_export=functools.partial(rpc.export_linked,
+                                                                  board.cross_compiler))
+    return ms.builder.LocalBuilder(initializer=_intrinsics_of(target), timeout_sec=60)
 
 
-def local_runner(search: SearchSettings, target: dict):
-    ms = meta_schedule()
-    return ms.runner.LocalRunner(evaluator_config=ms.runner.EvaluatorConfig(
+def local_runner(search: SearchSettings, target: dict, board=None, threads: int = 1):
+    """Measures candidates here, or on the boards of a board's RPC endpoint (one runner worker
+    per board)."""
+    ms = meta_schedule(target)
+    evaluator = ms.runner.EvaluatorConfig(
         number=3, repeat=1, min_repeat_ms=50,
-        enable_cpu_cache_flush=search.cache_flush and not is_gpu(target)))
+        enable_cpu_cache_flush=search.cache_flush and not is_gpu(target))
+    if board is not None and board.rpc is not None:
+        from pwbench.tvm_bridge import rpc
+
+        try:
+            workers = rpc.boards(board.rpc)
+        except rpc.BoardError as exc:
+            raise RuntimeError(str(exc)) from None
+        return rpc.tuning_runner(board.rpc, threads, evaluator, workers)
+    return ms.runner.LocalRunner(evaluator_config=evaluator)
 
 
 def batch_seconds(runner_results) -> list:
@@ -336,13 +402,13 @@ def key(spec) -> str:
 class LayerTuner:
     """What database.ensure_tuned needs to tune one conv's TOPI PrimFunc (tvm-tuned)."""
 
-    def __init__(self, spec: ConvSpec, target: dict):
-        self.spec, self.target = spec, target
+    def __init__(self, spec: ConvSpec, target: dict, board=None):
+        self.spec, self.target, self.board = spec, target, board
         self.key = key(spec)
 
     def tune(self, work_dir, trials: int, threads: int, on_batch) -> None:
         tune(self.spec, self.target, work_dir, trials, threads,
-             lambda seconds: on_batch(seconds, None, None))
+             lambda seconds: on_batch(seconds, None, None), board=self.board)
 
     def best(self, db):
         """The best schedule the database holds, or None."""

@@ -60,7 +60,8 @@ def database_dir(root: Path, print_: dict) -> Path:
         return root
     digest = hashlib.sha256(json.dumps(print_, sort_keys=True).encode()).hexdigest()[:10]
     spec = json.loads(print_["target_string"])
-    name = spec.get("mcpu") or spec.get("arch") or spec.get("kind", "target")
+    name = (spec.get("mcpu") or spec.get("arch") or str(spec.get("mtriple", "")).split("-")[0]
+            or spec.get("kind", "target"))
     return root / f"tvm{print_['tvm']}-{name}-{digest}"
 
 
@@ -187,20 +188,24 @@ def _enough(record: LayerRecord | None, budget: Budget) -> bool:
 
 def ensure_tuned(spec, db: Database, budget: Budget, threads: int,
                  on_progress=lambda trials, best_s: None, space: str = "default",
-                 cannot_measure: str | None = None, tuner=None) -> Outcome:
+                 cannot_measure: str | None = None, tuner=None, board=None) -> Outcome:
     """The layer's best schedule in `space` (the structured space falls back to the default one
     for a layer it does not claim: Outcome.plan says so): from the database when it holds the
     trials asked for, else tuned now, alone (continuing from what it holds). Ctrl-C ends the
     current batch, saves, re-raises. `cannot_measure` says why candidates cannot be measured
     here (no GPU): then what the database holds is used, and a layer it lacks is an error naming
     where to tune it. `tuner` tunes and compiles a workload its own way (relax.Tuner); a GPU
-    layer gets compiler.LayerTuner."""
+    layer gets compiler.LayerTuner, as does a layer of `board`, a target behind an RPC tracker
+    whose boards measure the candidates (in the default space: the structured space's tuner
+    measures on this machine)."""
     if tuner is not None:
         return _ensure_alone(spec, db, budget, threads, on_progress, cannot_measure, tuner)
     plan = spaces.plan(spec, db.target, space)
-    if compiler.is_gpu(db.target):
+    if board is not None and plan.space != "default":
+        plan = spaces.Plan("default", "the structured space is not tuned on RPC boards yet")
+    if compiler.is_gpu(db.target) or board is not None:
         found = _ensure_alone(spec, db, budget, threads, on_progress, cannot_measure,
-                              compiler.LayerTuner(spec, db.target))
+                              compiler.LayerTuner(spec, db.target, board))
         found.plan = plan
         return found
     record = db.record(record_key(spec, plan.space))

@@ -1,0 +1,215 @@
+"""`pwbench fleet`: boards behind a TVM RPC tracker.
+
+    pwbench fleet [--rpc-tracker HOST:PORT]   the tracker's keys, with free and busy boards
+    pwbench fleet local [--background]        start a tracker, an x86 board and an emulated
+                                              aarch64 board (qemu) on 127.0.0.1; Ctrl-C stops them
+    pwbench fleet local --stop                stop the local fleet (started here or elsewhere)
+
+`pwbench run --fleet HOST:PORT` (run_fleet below) runs a suite on one board of every key, one
+run directory per key, and ends with the hardware-selection report across them."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from pwbench.cli.options import positive_float, positive_int
+
+
+def add(sub):
+    fl = sub.add_parser("fleet", help="list the boards of an RPC tracker, or start/stop a local fleet")
+    fl.add_argument("what", nargs="?", choices=("list", "local"), default="list",
+                    help="list (default): the tracker's keys and boards; local: a fleet on 127.0.0.1")
+    fl.add_argument("--rpc-tracker", metavar="HOST:PORT",
+                    help="the tracker to list (default: the local fleet's, else 127.0.0.1:9190)")
+    fl.add_argument("--stop", action="store_true", help="local: stop the running local fleet")
+    fl.add_argument("--port", type=positive_int, default=9190, help="local: tracker port (default 9190)")
+    fl.add_argument("--x86", type=int, default=1, metavar="N", help="local: x86 boards (default 1)")
+    fl.add_argument("--aarch64", type=int, default=1, metavar="N",
+                    help="local: emulated aarch64 boards under qemu (default 1; 0 for none)")
+    fl.add_argument("--aarch64-runtime", type=Path, metavar="DIR",
+                    help="local: the aarch64 Python + TVM made by scripts/setup_aarch64_runtime.sh "
+                         "(default: $PWBENCH_AARCH64_RUNTIME, else <cache>/aarch64-runtime)")
+    fl.add_argument("--qemu-cpu", metavar="CPU", help="local: the CPU qemu emulates (default max: "
+                    "NEON, SVE, SVE2; e.g. cortex-a72 for a board without SVE)")
+    fl.add_argument("--minutes", type=positive_float, default=240.0,
+                    help="local: every process ends after this long, whatever happens (default 240)")
+    fl.add_argument("--background", action="store_true",
+                    help="local: return once the boards are registered (stop with --stop)")
+    fl.add_argument("--state-file", type=Path, help=argparse.SUPPRESS)  # tests: a fleet of their own
+    return fl
+
+
+def main(args) -> int:
+    if args.what == "local":
+        return _local(args)
+    return _list(args)
+
+
+# ---- listing ------------------------------------------------------------------------------------
+def tracker_address(given: str | None, state_file: Path | None = None) -> tuple[str, int]:
+    from pwbench.targets import local_fleet
+    from pwbench.targets.board import parse_address
+
+    if given:
+        return parse_address(given)
+    running = local_fleet.Fleet.load(state_file or local_fleet.default_state_file())
+    if running and running.alive():
+        return local_fleet.HOST, running.tracker_port
+    return local_fleet.HOST, local_fleet.DEFAULT_PORT
+
+
+def _list(args) -> int:
+    from rich.table import Table
+
+    from pwbench.cli.console import console
+    from pwbench.errors import UserError
+    from pwbench.tvm_bridge import rpc
+
+    host, port = tracker_address(args.rpc_tracker, args.state_file)
+    try:
+        keys = rpc.fleet(host, port)
+    except rpc.BoardError as exc:
+        raise UserError(str(exc)) from None
+    table = Table(title=f"RPC tracker {host}:{port}", title_justify="left")
+    for col in ("key", "boards", "free", "busy", "waiting requests"):
+        table.add_column(col, justify="left" if col == "key" else "right")
+    for key, c in keys.items():
+        table.add_row(key, str(c["total"]), str(c["free"]), str(c["busy"]), str(c["pending"]))
+    console.print(table)
+    if not keys:
+        console.print("no board is registered with this tracker")
+    return 0
+
+
+# ---- the local fleet ----------------------------------------------------------------------------
+def _local(args) -> int:
+    from pwbench.cli.console import console
+    from pwbench.targets import local_fleet
+
+    state_file = args.state_file or local_fleet.default_state_file()
+    if args.stop:
+        running = local_fleet.Fleet.load(state_file)
+        if running is None or not running.alive():
+            console.print("no local fleet is running")
+            if running is not None:
+                running.stop()  # clears a stale state file
+            return 0
+        stopped = running.stop()
+        console.print(f"stopped the local fleet (tracker {running.tracker}): {', '.join(stopped)}")
+        return 0
+    runtime = local_fleet.aarch64_runtime(args.aarch64_runtime)
+    if args.aarch64:
+        problem = local_fleet.aarch64_problem(runtime)
+        if problem:  # before anything starts
+            from pwbench.errors import UserError
+
+            raise UserError(f"the emulated aarch64 board cannot start: {problem} "
+                            "(or --aarch64 0 for x86 boards only)")
+    fleet = local_fleet.new(state_file, args.minutes * 60)
+    try:
+        start = time.monotonic()
+        fleet.start_tracker(args.port)
+        for _ in range(args.x86):
+            fleet.start_server(local_fleet.X86_KEY)
+        for _ in range(args.aarch64):
+            fleet.start_aarch64(runtime, qemu_cpu=args.qemu_cpu)
+        want = {k: n for k, n in ((local_fleet.X86_KEY, args.x86),
+                                  (local_fleet.AARCH64_KEY, args.aarch64)) if n}
+        with console.status("waiting for the boards to register (an emulated one takes 15-40 s)"):
+            fleet.wait(want)
+        console.print(f"local fleet up in {time.monotonic() - start:.0f} s: tracker {fleet.tracker}, "
+                      + ", ".join(f"{n} board(s) under key {k!r}" for k, n in want.items())
+                      + f"; logs in {fleet.log_dir}")
+        console.print(f"  pwbench fleet --rpc-tracker {fleet.tracker}\n"
+                      f"  pwbench run --fleet {fleet.tracker} --suite default --backend tvm\n"
+                      f"  pwbench run --target arm --rpc-tracker {fleet.tracker} "
+                      f"--rpc-key {local_fleet.AARCH64_KEY} --backend tvm")
+        if args.background:
+            console.print("running in the background; stop it with `pwbench fleet local --stop`")
+            return 0
+        console.print("Ctrl-C stops it")
+        while fleet.alive():
+            time.sleep(1)
+        console.print("the local fleet stopped (--stop, or its --minutes passed)")
+        fleet.stop()
+        return 0
+    except KeyboardInterrupt:
+        stopped = fleet.stop()
+        console.print(f"stopped the local fleet: {', '.join(stopped)}")
+        return 130
+    except BaseException:
+        fleet.stop()
+        raise
+
+
+# ---- pwbench run --fleet ------------------------------------------------------------------------
+def run_fleet(args) -> int:
+    """One run per key of the tracker (on one board of each), then the selection report."""
+    import datetime
+
+    from pwbench import report
+    from pwbench.cli import console
+    from pwbench.cli.run import config_of
+    from pwbench.errors import UserError
+    from pwbench.measure import runner
+    from pwbench.targets.board import Endpoint, parse_address
+    from pwbench.tvm_bridge import rpc
+
+    if args.rpc_tracker or args.rpc_key:
+        raise UserError("--fleet runs on every key of its tracker: drop --rpc-tracker / --rpc-key")
+    if args.target != "cpu":
+        raise UserError("--fleet takes each board's target from what the board says it is: "
+                        "drop --target (or run one key with --target T --rpc-key KEY)")
+    backends = [b.strip() for b in (args.backend or "tvm").split(",") if b.strip()]
+    if "torch" in backends:
+        raise UserError("torch does not run through RPC: run `pwbench run --backend torch` on each "
+                        "board itself and give those run directories to `pwbench report` with these")
+    host, port = parse_address(args.fleet, "--fleet")
+    try:
+        keys = [k for k, c in rpc.fleet(host, port).items() if c["total"]]
+    except rpc.BoardError as exc:
+        raise UserError(str(exc)) from None
+    if not keys:
+        raise UserError(f"no board is registered with the RPC tracker {host}:{port}")
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    root = args.output or Path("results") / f"{stamp}_{Path(args.suite or 'default').stem}_fleet"
+    console.console.print(f"fleet {host}:{port}: {len(keys)} key(s): {', '.join(keys)}; runs under {root}")
+    done, problems, failed = [], [], 0
+    for key in keys:
+        endpoint = Endpoint(host, port, key, args.rpc_session_timeout or Endpoint.session_timeout_s)
+        config = config_of(args, backends=tuple(backends), output=root / _safe(key), rpc=endpoint)
+        console.console.rule(f"key {key}")
+        watch = console.RunProgress()
+        try:
+            plan = runner.plan(config, watch)
+            writer = watch.run(plan)
+        except UserError as exc:  # this key's boards cannot be used: say so, go on
+            problems.append(f"key {key}: {exc}")
+            console.warn(f"key {key}: {exc}")
+            continue
+        except KeyboardInterrupt:
+            print("pwbench: interrupted; every finished run is kept", file=sys.stderr)
+            return 130
+        console.summary(writer.rows)
+        from pwbench.store import results
+
+        failed += sum(results.failed(r) for r in writer.rows)
+        done.append(writer.dir)
+    if not done:
+        raise UserError("no key of the fleet could be measured: " + "; ".join(problems))
+    built = report.build(done, root / "report", show=console.console.print)
+    for warning in built.warnings:
+        console.warn(warning)
+    print(f"runs: {', '.join(str(d) for d in done)}")
+    print(f"report: {built.index}")
+    if problems or failed:
+        print(f"pwbench: {len(problems)} key(s) not measured, {failed} kernel(s) failed or could "
+              "not run", file=sys.stderr)
+    return 1 if problems or failed else 0
+
+
+def _safe(key: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "-" for c in key)[:60] or "key"
