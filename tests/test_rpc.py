@@ -147,7 +147,8 @@ def test_tuned_backend_and_tune_command_hand_the_board_to_the_tuner(boards, monk
 
     seen = []
 
-    def fake(spec, db, budget, threads, progress=None, board=None):
+    def fake(spec, db, budget, threads, progress=None, space="default", cannot_measure=None,
+             tuner=None, board=None):
         seen.append(board)
         raise RuntimeError("not tuned in this test")
 

@@ -91,16 +91,21 @@ def summary(rows: list[dict]) -> None:
                       "-" if math.isnan(roof) else f"{roof:.0f} %",
                       f"[{CHECK_STYLE[r['check']]}]{check}[/]")
     console.print(table)
-    for r in rows:
-        if r["error"]:
-            style = "dim" if r["check"] == "skipped" else "red"
-            console.print(f"[{style}]{who(r)}:[/] {escape(r['error'])}")
+    _errors(rows)
     _above_roof_note(rows)
     throttled = [r for r in rows if r.get("throttled")]
     if throttled:
         console.print(f"[yellow]note:[/] {len(throttled)} kernel(s) were timed while the GPU's "
                       "clocks dropped or were held down (the throttled and gpu_slowdown columns): "
                       "their times are not steady-state")
+
+
+def _errors(rows: list[dict]) -> None:
+    """Each row's error, one line (dim for a workload a backend skips)."""
+    for r in rows:
+        if r["error"]:
+            style = "dim" if r["check"] == "skipped" else "red"
+            console.print(f"[{style}]{who(r)}:[/] {escape(r['error'])}")
 
 
 def count_summary(rows: list[dict]) -> None:
@@ -120,10 +125,7 @@ def count_summary(rows: list[dict]) -> None:
                       _count(r.get("estimated_cycles")), _num(r.get("instructions_per_flop"), "{:.2f}"),
                       f"[{CHECK_STYLE[r['check']]}]{check}[/]")
     console.print(table)
-    for r in rows:
-        if r["error"]:
-            style = "dim" if r["check"] == "skipped" else "red"
-            console.print(f"[{style}]{who(r)}:[/] {escape(r['error'])}")
+    _errors(rows)
     console.print("[dim]spread: (max - min) / median over the counted calls of every process; "
                   "est. cycles = Ir + 10 L1 misses + 100 LL misses (KCachegrind's estimate)[/]")
 
