@@ -82,8 +82,9 @@ def main() -> int:
     parser.add_argument("--suite", default="default")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--keep", type=Path, help="keep the run directories here")
+    parser.add_argument("--no-single", action="store_true", help="skip --processes 1")
     args = parser.parse_args()
-    counts = [1, *(args.processes or [3])]
+    counts = [*([] if args.no_single else [1]), *(args.processes or [3])]
     with tempfile.TemporaryDirectory() as tmp:
         work = args.keep or Path(tmp)
         rows = [study(work, args, p) for p in counts]

@@ -342,3 +342,27 @@ def test_a_run_from_a_kernel_bundle_shows_its_resources_and_throttled_kernels(tm
     page = built.index.read_text()
     assert "Kernel resources" in page and "from kernel bundle kernels/b" in page
     assert "1 kernel(s) were timed while the GPU&#x27;s clocks dropped" in page and "pw [tvm]" in page
+
+
+def test_a_variant_timed_in_one_layout_only_ranks_in_that_layout_alone(tmp_path):
+    """A blocked variant exists for NCHW layers only: the selection ranks it as an NCHW network
+    and has no NHWC entry for it (the report once failed on the empty NHWC network)."""
+    from runs_helper import META, row
+    from pwbench.report import runs
+    from pwbench.store import results
+
+    writer = results.RunWriter(tmp_path / "run", META)
+    for layout in ("NCHW", "NHWC"):
+        spec_id = f"n1_c16-16_14x14_k3_s1_p1_float32_{layout.lower()}"
+        writer.add(row("conv3", [1e-3] * 5, spec_id=spec_id) | {"layout": layout})
+        writer.add(row("conv3", [8e-4] * 5, spec_id=spec_id)
+                   | {"layout": layout, "backend": "tvm-tuned", "variant": "structured"})
+    writer.add(row("conv3", [7e-4] * 5, spec_id="n1_c16-16_14x14_k3_s1_p1_float32_nchw")
+               | {"layout": "NCHW", "backend": "tvm-tuned", "variant": "structured-blocked"})
+    writer.finish()
+    (run,) = runs.load([tmp_path / "run"])
+    frame = selection.entries([run], report.costs.Costs({}))
+    assert list(frame["backend"]) == ["tvm-tuned structured-blocked NCHW",
+                                      "tvm-tuned structured NCHW", "tvm-tuned structured NHWC",
+                                      "torch NCHW", "torch NHWC"]
+    assert report.build([tmp_path / "run"], tmp_path / "out").index.exists()

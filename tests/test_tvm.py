@@ -177,7 +177,7 @@ def test_cli_runs_torch_tvm_and_tuned_side_by_side(tuned):
          "--tuning-dir", str(tmp / "db"), "--output", str(tmp / "cli"), "--warmup-ms", "5",
          "--sample-ms", "20"], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
-    assert "tiny.dw [tvm-tuned structured]: structured space: schedule from the tuning database" in proc.stdout
+    assert "tiny.dw NCHW [tvm-tuned structured]: structured space: schedule from the tuning database" in proc.stdout
     rows = pd.read_parquet(tmp / "cli" / "records.parquet")
     assert list(rows["backend"]) == ["torch", "tvm", "tvm-tuned", "tvm-tuned"]
     assert list(rows["variant"]) == ["", "", "structured", "structured-blocked"]

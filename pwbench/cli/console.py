@@ -165,19 +165,21 @@ def resources_summary(frame, title: str) -> None:
     the device function's name only when some conv has several."""
     rows = [r for r in frame.to_dict("records") if not r.get("error")]
     several = any(r.get("kernel") not in (None, "main_kernel") for r in rows)
+    layouts = len({r.get("layout") for r in rows}) > 1
     table = Table(title=title, title_justify="left")
-    headers = ["layer", "backend", *(["kernel"] if several else []), "rule", "grid", "block",
+    headers = ["layer", *(["layout"] if layouts else []), "backend", *(["kernel"] if several else []), "rule", "grid", "block",
                "regs", "smem B", "spill st/ld B", "local B", "blocks/SM", "occupancy",
                "limited by", "build s", "nvcc s"]
     for header in headers:
         table.add_column(header, no_wrap=True, justify="left" if header in (
-            "layer", "backend", "kernel", "rule", "grid", "block", "limited by") else "right")
+            "layer", "layout", "backend", "kernel", "rule", "grid", "block", "limited by")
+            else "right")
     for r in rows:
         smem = _num(r.get("shared_bytes"))
         if _num(r.get("dynamic_shared_bytes")) not in ("-", "0"):
             smem += f"+{_num(r['dynamic_shared_bytes'])} dyn"
         local = sum(v for v in (r.get("stack_bytes"), r.get("local_bytes")) if _real(v))
-        cells = [escape(r["layer"]), r["backend"] + (f" {r['variant']}" if r.get("variant") else ""),
+        cells = [escape(r["layer"]), *([str(r.get("layout") or "-")] if layouts else []), r["backend"] + (f" {r['variant']}" if r.get("variant") else ""),
                  *([str(r.get("kernel") or "-")] if several else []),
                  str(r.get("dlight_rule") or "-") + _tensor_cores(r),
                  str(r.get("grid") or "-"), str(r.get("block") or "-"), _num(r.get("registers")),

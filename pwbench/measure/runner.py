@@ -31,7 +31,7 @@ from pwbench.targets.host import memory_bytes
 from pwbench.workloads import suites
 from pwbench.workloads.spec import ConvSpec
 
-DEFAULT_PROCESSES = 3  # chosen from A/A runs on a 2-core VM: see README, Measurement
+DEFAULT_PROCESSES = 3  # the fewest false alarms in A/A runs on a 2-core VM: README, Regression tracking
 KERNEL_TIMEOUT_S = 600.0  # a worker silent this long on one kernel is killed: an error row
 CLOCKS = ("time", "instructions")  # time: the clock each kernel brings (host, cuda-events)
 
@@ -315,7 +315,7 @@ def _build_all(p: Plan, writer, watch) -> tuple[list[workers.Job], dict]:
                 writer.add_curve(one.curve)
                 shown = f"{name} {one.variant}".strip()
                 for note in one.notes:
-                    watch.note(f"{spec.label} [{shown}]: {note}")
+                    watch.note(f"{spec.label} {spec.layout} [{shown}]: {note}")
                 key = (spec.id, name, one.variant)
                 jobs.append(workers.Job(key, spec, one.make, "", one.runtime_env, one.clock))
                 lines[key] = _line(spec, name, one, p)

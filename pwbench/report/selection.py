@@ -60,23 +60,28 @@ def entries(runs: list[Run], costs: Costs) -> pd.DataFrame:
         layouts = run.layouts if len(run.layouts) > 1 else [None]
         for backend in run.backends:
             for layout in layouts:  # a run of several layouts: each is a network of its own
-                rows.append(_entry(run, backend, price_watts, layout))
+                entry = _entry(run, backend, price_watts, layout)
+                if entry is not None:  # e.g. a blocked variant exists for NCHW layers only
+                    rows.append(entry)
     frame = pd.DataFrame(rows).sort_values("latency_s", na_position="last", kind="stable")
     frame.insert(0, "rank", range(1, len(frame) + 1))
     return frame.reset_index(drop=True)
 
 
-def _entry(run: Run, backend: str, price_watts: dict, layout: str | None = None) -> dict:
+def _entry(run: Run, backend: str, price_watts: dict, layout: str | None = None) -> dict | None:
     rec = run.records[run.records["kernel"] == backend]
     if layout is not None:
         rec = rec[rec["layout"] == layout]
         backend = f"{backend} {layout}"
     rec = counted(rec.drop_duplicates("layer"))
+    if rec.empty:
+        return None
     latency = weighted_total_s(rec["median_s"], rec["count"])
     batch = int(rec["batch"].iloc[0])
     throughput = batch / latency if latency > 0 else math.nan
     price, watts = price_watts.get("price_per_hour", math.nan), price_watts.get("watts", math.nan)
-    entry = {"machine": run.label + (" (emulated)" if is_emulated(run) else ""), "backend": backend, "target": run.meta.get("target", ""),
+    entry = {"machine": run.label + (" (emulated)" if is_emulated(run) else ""),
+             "backend": backend, "target": run.meta.get("target", ""),
              "latency_s": latency, "throughput_per_s": throughput,
              "gflops": float((rec["flops"] * rec["count"]).sum()) / latency / 1e9,
              "price_per_hour": price, "watts": watts,

@@ -108,7 +108,8 @@ def _total_row(run: Run, table: pd.DataFrame, layers: pd.DataFrame, baseline: st
 
 
 RESOURCE_COLUMNS = {
-    "layer": ("layer", "text"), "backend": ("backend", "text"), "variant": ("variant", "text"),
+    "layer": ("layer", "text"), "layout": ("layout", "text"), "backend": ("backend", "text"),
+    "variant": ("variant", "text"),
     "dlight_rule": ("DLight rule", "text"), "cuda_arch": ("arch", "text"),
     "grid": ("grid", "text"), "block": ("block", "text"), "registers": ("registers", "count"),
     "shared_bytes": ("shared B", "count"), "spill_bytes": ("spill B", "count"),

@@ -147,7 +147,7 @@ def check_runtime(bundle: Bundle, tvm_version: str, target) -> None:
         raise UserError(f"kernel bundle {bundle.dir} is not for this machine: it was {problem}")
 
 
-RESOURCE_COLUMNS = ("layer", "spec_id", "backend", "variant", "kernel", "dlight_rule", "grid",
+RESOURCE_COLUMNS = ("layer", "layout", "spec_id", "backend", "variant", "kernel", "dlight_rule", "grid",
                     "block", "threads_per_block", "dynamic_shared_bytes", "registers",
                     "shared_bytes", "barriers", "stack_bytes", "spill_store_bytes",
                     "spill_load_bytes", "local_bytes", "blocks_per_sm", "occupancy", "limited_by",
@@ -157,12 +157,14 @@ RESOURCE_COLUMNS = ("layer", "spec_id", "backend", "variant", "kernel", "dlight_
 def resource_table(bundle: Bundle) -> pd.DataFrame:
     """One row per device function of every kernel (a kernel that failed to build: one row with
     its error)."""
-    names = {}
+    names, layouts = {}, {}
     for spec in bundle.layers:
         names.setdefault(spec.id, spec.label)
+        layouts[spec.id] = spec.layout
     rows = []
     for k in bundle.kernels:
-        common = {"layer": names.get(k.spec_id, k.spec_id), "spec_id": k.spec_id,
+        common = {"layer": names.get(k.spec_id, k.spec_id), "layout": layouts.get(k.spec_id),
+                  "spec_id": k.spec_id,
                   "backend": k.backend, "variant": k.variant, "error": k.error,
                   **{c: k.columns.get(c) for c in ("dlight_rule", "tensor_cores", "build_s",
                                                    "nvcc_s")}}
