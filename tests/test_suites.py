@@ -363,6 +363,15 @@ def test_sweep_keeps_a_nested_pair_fixed_and_names_it(tmp_path):
     assert {s.kernel_size for s in layers} == {(1, 7)}
 
 
+def test_a_directory_named_like_a_builtin_suite_does_not_hide_it(tmp_path, monkeypatch):
+    (tmp_path / "blocks").mkdir()  # e.g. a run directory written with --output blocks
+    monkeypatch.chdir(tmp_path)
+    assert suites.load("blocks").name == "blocks"
+    (tmp_path / "results").mkdir()
+    with pytest.raises(UserError, match="does not exist"):
+        suites.load("results")  # a directory that is no builtin name is still not a suite file
+
+
 def test_unknown_suite_settings_are_rejected(tmp_path):
     path = tmp_path / "typo.toml"
     path.write_text("[suite]\nbtach = 8\n[[layer]]\nin_channels = 4\nout_channels = 4\nsize = 4\n")

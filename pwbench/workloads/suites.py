@@ -42,11 +42,13 @@ def builtin_suites() -> list[str]:
 
 def resolve(name_or_path: str) -> Path:
     path = Path(name_or_path)
-    if path.suffix == ".toml" or path.exists():
+    builtin = SUITES_DIR / f"{name_or_path}.toml"
+    # a file given by path; a builtin name wins over a directory of that name (a run directory
+    # called `blocks` must not hide the builtin suite)
+    if path.suffix == ".toml" or path.is_file() or (path.exists() and not builtin.is_file()):
         if not path.is_file():
             raise UserError(f"suite file {path} does not exist")
         return path
-    builtin = SUITES_DIR / f"{name_or_path}.toml"
     if not builtin.is_file():
         raise UserError(
             f"unknown suite {name_or_path!r}: choose one of {', '.join(builtin_suites())} "
