@@ -166,7 +166,7 @@ def test_a_run_measures_the_tuned_block_from_the_database(tuned, pwbench):
                    "--trials", TRIALS, "--tuning-dir", tmp / "db", "--processes", "1",
                    "--warmup-ms", "5", "--sample-ms", "20", "--output", tmp / "run")
     assert proc.returncode == 0, proc.stderr
-    assert "sep [tvm-relax-tuned]: 2 task(s)" in proc.stdout and "from the tuning database" in proc.stdout
+    assert "sep NCHW [tvm-relax-tuned]: 2 task(s)" in proc.stdout and "from the tuning database" in proc.stdout
     row = pd.read_parquet(tmp / "run" / "records.parquet").iloc[0]
     assert (row["check"], row["tuning"], row["kind"]) == ("passed", "database", "separable")
     assert row["median_s"] > 0
