@@ -139,8 +139,11 @@ def test_ctrl_c_keeps_every_finished_row(tmp_path):
     suite.write_text("[[sweep]]\nname = 'l{size}'\nin_channels = 8\nout_channels = 8\n"
                      "size = [8, 9, 10, 11, 12, 13, 14, 15]\n")
     out = tmp_path / "run"
+    # Ctrl-C as in a terminal: a shell that runs the tests in the background (`cmd &` without job
+    # control) hands its children SIGINT ignored, and Python then keeps ignoring it
     proc = subprocess.Popen([PWBENCH, "run", "--suite", suite, "--output", out, "--sample-ms", "400"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     records = out / "records.jsonl"
     deadline = time.time() + 60
     while time.time() < deadline and not (records.exists() and records.read_text().count("\n") >= 2):
