@@ -45,7 +45,7 @@ the same code gives the same count to within glibc malloc's path length inside a
 the same count for a TVM kernel. No interval is needed, so a counted kernel's verdict is a plain
 threshold on the ratio of its median counts per call, new / base (the median over processes of
 each process's median): slower above 1 + t, faster below 1 / (1 + t), else same, with t the
-count threshold (`--count-threshold`, default COUNT_THRESHOLD = 2 %, twice the noise floor,
+count threshold (`--count-threshold`, default COUNT_THRESHOLD = 2 %, above the noise floor,
 so an A/A pair is never flagged and a 10 % change in work, which moves a count by 8-10 %, always
 is). Rows pair only with rows of the same clock (results.KERNEL_KEY), so a count never meets a
 time.
@@ -66,7 +66,7 @@ from pwbench.errors import UserError
 from pwbench.store import results
 
 CONFIDENCE = 0.80  # two-sided; each bound is a one-sided 90 % bound
-COUNT_THRESHOLD = 0.02  # instruction counts: 2x the noise floor measured across invocations
+COUNT_THRESHOLD = 0.02  # instruction counts: above the noise floor measured across invocations
 Z_ONE_SIDED = 1.2815515655446004  # standard normal quantile at 0.90
 REGRESSIONS = ("slower", "failed")
 # What a regression gate must look at when the environments differ (the commit is expected to)
