@@ -108,10 +108,8 @@ class Backend:
     # ---- kernels ----------------------------------------------------------------------------
     def _built(self, spec: ConvSpec, outcome: database.Outcome) -> Built:
         record, plan, task = outcome.record, outcome.plan, outcome.task
-        columns = {"tuning": outcome.source, "tuning_trials": record.trials,
-                   "tuning_s": record.tune_s, "tuning_wall_s": record.wall_s,
-                   "tuning_mode": self.options.tuning_mode,
-                   "space": plan.space, "space_note": plan.reason, "tvm_layout": spec.layout}
+        columns = self._tuning_columns(outcome) | {"space": plan.space, "space_note": plan.reason,
+                                                   "tvm_layout": spec.layout}
         if self.db.fingerprint.get("gpu"):
             columns["tuned_for_gpu"] = self.db.fingerprint["gpu"]
         compiled = compiler.compile_scheduled(self.target, outcome.schedule)
@@ -133,13 +131,16 @@ class Backend:
                            outcome.task.lanes, outcome.task.accumulators)
         structure = spaces.Structure(structure.unroll_kw, "direct", "stage")
         compiled = compiler.compile_scheduled(self.target, spaces.fixed(task, structure, reg_n))
-        columns = {"tuning": outcome.source, "tuning_trials": outcome.record.trials,
-                   "tuning_s": outcome.record.tune_s, "tuning_wall_s": outcome.record.wall_s,
-                   "tuning_mode": self.options.tuning_mode,
-                   "space": "structured", "space_note": "", "tvm_layout": spaces.BLOCKED,
-                   "knobs": _knobs(task, structure, reg_n)}
+        columns = self._tuning_columns(outcome) | {"space": "structured", "space_note": "",
+                                                   "tvm_layout": spaces.BLOCKED,
+                                                   "knobs": _knobs(task, structure, reg_n)}
         packing = layouts.Packing(spaces.BLOCKED, task.ic_bn, task.oc_bn)
         return self._export(spec, compiled, BLOCKED, packing, columns, [], [])
+
+    def _tuning_columns(self, outcome: database.Outcome) -> dict:
+        record = outcome.record
+        return {"tuning": outcome.source, "tuning_trials": record.trials, "tuning_s": record.tune_s,
+                "tuning_wall_s": record.wall_s, "tuning_mode": self.options.tuning_mode}
 
     def _export(self, spec, compiled, variant, packing, columns, notes, curve) -> Built:
         """The kernel exported into the run's work directory, made in a worker from there."""
