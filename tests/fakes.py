@@ -12,7 +12,8 @@ import time
 import numpy as np
 
 from pwbench import backends
-from pwbench.backends.base import Built, HostClock
+from pwbench.backends.base import Built
+from pwbench.measure.clocks import HostClock
 from pwbench.targets import peaks
 from pwbench.targets.base import Target
 from pwbench.targets.host import HostCPU, last_level_cache_bytes

@@ -95,7 +95,7 @@ def test_cuda_events_and_host_timing_agree_on_a_long_kernel():
     import torch
 
     from pwbench.backends import torch_backend
-    from pwbench.backends.base import HostClock
+    from pwbench.measure.clocks import HostClock
     from pwbench.workloads.spec import ConvSpec
 
     kernel = torch_backend.TorchConv(ConvSpec(32, 256, 256, 56, 56, 3, padding=1), "cuda", 1)

@@ -2,7 +2,7 @@ import time
 
 import pytest
 
-from pwbench.backends.base import HostClock
+from pwbench.measure.clocks import HostClock
 from pwbench.measure.timing import Budget, Measurement, measure
 
 pytestmark = pytest.mark.unit

@@ -22,26 +22,19 @@ for that (a TVM kernel is called through its C entry point, without TVM's runtim
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 
+from pwbench.measure.clocks import Clock
 from pwbench.workloads.spec import ConvSpec
 
 
 class Unsupported(Exception):
     """build() raises this for a workload the backend does not compute (a block, for a backend
     of single convs): the run records a `skipped` row saying so and goes on."""
-
-
-class Clock(Protocol):
-    name: str  # recorded in the row's `clock` column
-
-    def time(self, number: int) -> float:
-        """Seconds for `number` back-to-back calls of the kernel, completed."""
 
 
 @runtime_checkable
@@ -66,71 +59,6 @@ class Kernel(Protocol):
 
     # optional: close(), called once the kernel is measured (a board's kernel ends its session,
     # so that the next kernel gets the board)
-
-
-class CudaEventClock:
-    """CUDA events recorded on torch's current stream around a block of calls (the kernels
-    between them are timed on the GPU, launch gaps included); waits for the end event."""
-
-    name = "cuda-events"
-
-    def __init__(self, fn: Callable[[], object]):
-        import torch
-
-        self.fn = fn
-        self.start, self.end = (torch.cuda.Event(enable_timing=True) for _ in range(2))
-
-    def time(self, number: int) -> float:
-        fn = self.fn
-        self.start.record()
-        for _ in range(number):
-            fn()
-        self.end.record()
-        self.end.synchronize()
-        return self.start.elapsed_time(self.end) / 1e3  # elapsed_time is in milliseconds
-
-
-class HostClock:
-    """perf_counter around a block of calls; `sync` waits for queued device work at its end."""
-
-    name = "host"
-
-    def __init__(self, fn: Callable[[], object], sync: Callable[[], object] | None = None):
-        self.fn, self.sync = fn, sync or (lambda: None)
-
-    def time(self, number: int) -> float:
-        fn, clock = self.fn, time.perf_counter
-        start = clock()
-        for _ in range(number):
-            fn()
-        self.sync()
-        return clock() - start
-
-
-class InstructionClock:
-    """Calls counted by callgrind (measure/instructions.py): each call between the client requests
-    that zero the counters and dump them. The loop is as lean as it can be, since whatever runs
-    between `zero` and `dump` is counted: the tags are made before, the requests are ctypes
-    functions called directly."""
-
-    name = "instructions"
-
-    def __init__(self, fn: Callable[[], object]):
-        self.fn = fn
-
-    def count(self, zero: Callable[[], object], dump: Callable[[bytes], object],
-              tags: list[bytes]) -> None:
-        fn = self.fn
-        for tag in tags:
-            zero()
-            fn()
-            dump(tag)
-
-
-def host_clock(fn: Callable[[], object], clock: str = "host"):
-    """The clock of a kernel that runs on this machine's CPU: timed, or counted under the run's
-    instruction clock."""
-    return InstructionClock(fn) if clock == InstructionClock.name else HostClock(fn)
 
 
 @dataclass

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pwbench.backends.base import Built, HostClock, NoEvents, Options, Unsupported
+from pwbench.backends.base import Built, NoEvents, Options, Unsupported
+from pwbench.measure.clocks import HostClock
 from pwbench.workloads import torch_models
 from pwbench.workloads.blocks import Block
 

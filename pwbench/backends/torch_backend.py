@@ -17,7 +17,8 @@ import functools
 import numpy as np
 import torch
 
-from pwbench.backends.base import Built, CudaEventClock, NoEvents, Options, host_clock
+from pwbench.backends.base import Built, NoEvents, Options
+from pwbench.measure.clocks import CudaEventClock, host_clock
 from pwbench.workloads.blocks import Block
 from pwbench.workloads.spec import ConvSpec
 

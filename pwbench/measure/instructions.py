@@ -231,7 +231,7 @@ class Counter:
     def empty_call(self) -> float:
         """Median instructions of a call that does nothing, counted the same way (once)."""
         if self._empty is None:
-            from pwbench.backends.base import InstructionClock
+            from pwbench.measure.clocks import InstructionClock
 
             self._empty = statistics.median(self.count(InstructionClock(_nothing))["instructions"])
         return self._empty

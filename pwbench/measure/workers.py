@@ -29,7 +29,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterator
 
-from pwbench.backends.base import InstructionClock
+from pwbench.measure.clocks import InstructionClock
 from pwbench.measure import instructions, timing, verify
 from pwbench.workloads.spec import ConvSpec
 

@@ -34,7 +34,7 @@ import functools
 
 import numpy as np
 
-from pwbench.backends.base import InstructionClock, host_clock
+from pwbench.measure.clocks import InstructionClock, host_clock
 from pwbench.tvm_bridge import layouts
 from pwbench.workloads.spec import ConvSpec
 

@@ -38,7 +38,7 @@ import tvm
 from tvm import rpc as tvm_rpc
 from tvm.rpc import base
 
-from pwbench.backends.base import Clock
+from pwbench.measure.clocks import Clock
 from pwbench.tvm_bridge import layouts
 from pwbench.workloads.spec import ConvSpec
 

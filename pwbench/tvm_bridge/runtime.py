@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import tvm
 
-from pwbench.backends.base import CudaEventClock, HostClock
+from pwbench.measure.clocks import CudaEventClock, HostClock
 from pwbench.tvm_bridge import layouts
 from pwbench.workloads.blocks import Block
 from pwbench.workloads.spec import ConvSpec
