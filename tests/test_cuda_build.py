@@ -21,6 +21,7 @@ import pytest
 from pwbench import cli
 from pwbench.errors import UserError
 from pwbench.store import bundle
+from pwbench import toolkits
 from pwbench.targets import cuda
 
 HAVE_TVM = importlib.util.find_spec("tvm") is not None
@@ -209,19 +210,19 @@ def test_tuned_schedules_from_a_database_build_and_remember_their_gpu(tmp_path, 
     import tvm
     from tvm.s_tir import dlight, meta_schedule as ms
 
-    from pwbench.tvm_bridge import compiler, database
+    from pwbench.tvm_bridge import database, topi_conv, tvm_targets
     from pwbench.workloads import suites
 
     (tmp_path / "s.toml").write_text(suite_text(("pointwise", "full"), ("NCHW",)))
     tuned, missing = suites.load(str(tmp_path / "s.toml")).layers
-    target = compiler.cuda_target(None, "sm_90")
+    target = tvm_targets.cuda_target(None, "sm_90")
     db_dir = tmp_path / "db"
     db_dir.mkdir()
-    facts = {"gpu": "NVIDIA H200", "cuda_toolkit": cuda.toolkit_version()}
+    facts = {"gpu": "NVIDIA H200", "cuda_toolkit": toolkits.cuda_toolkit_version()}
     (db_dir / database.FINGERPRINT).write_text(json.dumps(database.fingerprint(target, facts)))
     (db_dir / database.LAYERS).write_text(json.dumps(
         {tuned.id: {"trials": 8, "tune_s": 3.0, "curve": [[8, 3.0, 2e-5]]}}))
-    func = compiler.primfunc(tuned)
+    func = topi_conv.primfunc(tuned)
     with tvm.target.Target(target) as tvm_target:
         schedule = dlight.gpu.Matmul().apply(func, tvm_target, False)
     db = ms.database.JSONDatabase(work_dir=str(db_dir), module_equality="structural")

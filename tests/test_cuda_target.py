@@ -14,7 +14,8 @@ from pwbench.analysis import roofline
 from pwbench.backends import torch_backend
 from pwbench.measure import verify
 from pwbench.workloads import reference
-from pwbench.targets import cuda, cuda_resources, peaks
+from pwbench.targets import cuda, peaks
+from pwbench.tvm_bridge import cuda_resources
 from pwbench.workloads.spec import ConvSpec
 
 PTXAS = """ptxas info    : 0 bytes gmem

@@ -28,6 +28,7 @@ def add(sub):
 def main(args) -> int:
     from pwbench import backends, targets
     from pwbench.backends.base import Options
+    from pwbench.backends.tuning_options import TuningOptions
     from pwbench.errors import UserError
     from pwbench.store import bundle
     from pwbench.workloads import suites
@@ -53,7 +54,8 @@ def main(args) -> int:
                             "kernels where it runs); 'pwbench run --kernels DIR' runs it there")
     key = target.kernel_key()
     work = args.output / re.sub(r"[^A-Za-z0-9._]+", "-", "_".join(map(str, key.values())))
-    options = Options(threads=args.threads, work_dir=work, tuning_dir=args.tuning_dir)
+    tuning = TuningOptions(tuning_dir=args.tuning_dir)
+    options = Options(threads=args.threads, work_dir=work, extra={TuningOptions.group: tuning})
     made = {name: backends.backend_class(name, target)(target, options) for name in names}
     kernels, texts, seconds = _build_all(layers, made, args.output)
     meta = _meta(target, suite, made, kernels)
@@ -97,11 +99,12 @@ def _build_all(layers, made, out: Path):
 def _kernel(spec, name, built, out: Path):
     from pwbench.store.bundle import Kernel
 
-    if built.library is None:
+    if built.artifact is None:
         raise RuntimeError(f"backend {name} exports no library to put in a bundle")
-    return Kernel(spec.id, name, built.variant, built.library.relative_to(out).as_posix(),
+    library = Path(built.artifact.library)
+    return Kernel(spec.id, name, built.variant, library.relative_to(out).as_posix(),
                   built.details.get("device", ""), built.clock, dict(built.columns),
-                  list(built.details.get("kernels", [])))
+                  list(built.details.get("kernels", [])), artifact=built.artifact.to_dict())
 
 
 def _meta(target, suite, made, kernels) -> dict:

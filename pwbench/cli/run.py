@@ -11,14 +11,14 @@ import sys
 from pathlib import Path
 
 from pwbench.cli import EXIT_INTERRUPTED
-from pwbench.cli.options import (TRIALS, add_db, add_rpc, add_tuning, add_workload, positive_float,
-                                 positive_int, rpc_endpoint)
+from pwbench.backends.tuning_options import TuningOptions
+from pwbench.cli.options import add_db, add_rpc, add_workload, positive_float, positive_int, rpc_endpoint
 
 # `pwbench run` without --suite: what its defaults are (see the module docstring and README)
 FIRST_LOOK = {"backend": "torch,torch-frozen,tvm-tuned", "processes": 2, "warmup_ms": 20.0,
               "sample_ms": 100.0, "trials": 8, "tune_minutes": 1.5}
 FULL = {"backend": "torch", "processes": None, "warmup_ms": 50.0, "sample_ms": 400.0,
-        "trials": TRIALS, "tune_minutes": None}
+        "trials": None, "tune_minutes": None}  # None: the backend's own default
 OPTIONAL = ("tvm-tuned",)  # left out with one line when this machine cannot run it
 
 
@@ -54,14 +54,12 @@ def add(sub):
                           f"warm-up calls and {instructions.DROPPED_CALLS} dropped one)")
     run.add_argument("--cache", default="hot", metavar="hot|cold",
                      help="hot (default), or cold: caches evicted before every sample")
-    run.add_argument("--blocked", action=__import__("argparse").BooleanOptionalAction, default=True,
-                     help="tvm-tuned: also time the blocked end-to-end variant (default: yes)")
     run.add_argument("--peaks", type=Path, metavar="FILE",
                      help="peak FLOP/s and bytes/s from a TOML/JSON file instead of measured ones")
     run.add_argument("--report", action="store_true", help="write RUN_DIR/report/index.html at the end")
     run.add_argument("--record", action="store_true", help="add the run to the history database (--db)")
     add_db(run)
-    add_tuning(run)
+    TuningOptions.add_arguments(run)
     add_rpc(run)
     run.add_argument("--fleet", metavar="HOST:PORT",
                      help="run the suite on one board of every key of this RPC tracker (one run "
@@ -93,7 +91,8 @@ def main(args) -> int:
     if first_look:
         console.console.print(
             f"first look: suite default, {', '.join(plan.backends)}, {plan.config.processes} "
-            f"processes, {config.budget.sample_ms:.0f} ms per kernel, {config.trials} tuning "
+            f"processes, {config.budget.sample_ms:.0f} ms per kernel, "
+            f"{config.backend_options[TuningOptions.group].trials} tuning "
             "trials per layer (give --suite for the full settings)")
     try:
         writer = watch.run(plan)
@@ -134,8 +133,8 @@ def config_of(args, **override):
         output=args.output, budget=timing.Budget(warmup_ms=chosen["warmup_ms"],
                                                  sample_ms=chosen["sample_ms"]),
         processes=chosen["processes"], cache=args.cache, peaks_file=args.peaks,
-        trials=chosen["trials"], tune_minutes=chosen["tune_minutes"], tuning_dir=args.tuning_dir,
-        spaces=args.space, tuning_mode=args.tuning_mode, blocked=args.blocked,
+        backend_options={TuningOptions.group: TuningOptions.from_args(
+            args, trials=chosen["trials"], tune_minutes=chosen["tune_minutes"])},
         optional=OPTIONAL if args.backend is None else (), clock=args.clock, calls=args.calls,
         rpc=rpc_endpoint(args))
     fields.update(override)

@@ -54,12 +54,7 @@ class RunConfig:
     clock: str = "time"  # or "instructions": counted under callgrind (measure/instructions.py)
     calls: int = instructions.DEFAULT_CALLS  # instruction clock: counted calls per kernel
     peaks_file: Path | None = None  # user-given peaks instead of measured ones
-    trials: int = 64  # tvm-tuned: MetaSchedule trials per layer
-    tune_minutes: float | None = None  # tvm-tuned: tuning budget for the whole suite
-    tuning_dir: Path | None = None  # tvm-tuned: tuning database root (default: the cache dir)
-    spaces: tuple[str, ...] = ("structured",)  # tvm-tuned: design spaces
-    tuning_mode: str = "suite"  # tvm-tuned: suite-wide or layer-at-a-time tuning
-    blocked: bool = True  # tvm-tuned: also the blocked end-to-end variant
+    backend_options: dict = field(default_factory=dict)  # a backend's own options, by group
     optional: tuple[str, ...] = ()  # backends left out with a note when unavailable here
     rpc: object = None  # a targets.board.Endpoint: kernels run on boards behind that tracker
 
@@ -148,10 +143,8 @@ def plan(config: RunConfig, events=Quiet()) -> Plan:
                                 f"'pwbench build --backend {name}'")
     targets.require_runnable(target)
     output = config.output or results.default_dir(suite.name, target.name)
-    options = Options(threads=config.threads, work_dir=output / ".work", trials=config.trials,
-                      tune_minutes=config.tune_minutes, tuning_dir=config.tuning_dir,
-                      spaces=config.spaces, tuning_mode=config.tuning_mode, blocked=config.blocked,
-                      clock=config.clock)
+    options = Options(threads=config.threads, work_dir=output / ".work", clock=config.clock,
+                      extra=config.backend_options)
     # e.g. open a tuning database, or check a kernel bundle: a bad one fails here, once
     made = {name: (backends.from_bundle(kit, name, target, options, events) if name in from_kit
                    else classes[name](target, options, events))

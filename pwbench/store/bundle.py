@@ -47,6 +47,7 @@ class Kernel:
     columns: dict = field(default_factory=dict)
     device_kernels: list = field(default_factory=list)  # per device function: launch, resources
     error: str = ""
+    artifact: dict = field(default_factory=dict)  # how it is called: layout, entry, convention
 
 
 @dataclass

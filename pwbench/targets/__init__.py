@@ -8,16 +8,16 @@ endpoint (--rpc-tracker, --rpc-key) every CPU target is a board reached through 
 
 from __future__ import annotations
 
-import json
 import platform
 
 from pwbench.errors import UserError
+from pwbench.toolkits import parse_tvm_target
 from pwbench.targets.base import Target
 from pwbench.targets.board import ARM_CORES, Board, Endpoint, arm_spec
 from pwbench.targets.cuda import CudaGPU
 from pwbench.targets.host import HostCPU
 
-__all__ = ["Target", "TARGETS", "parse_tvm_target", "resolve", "require_runnable"]
+__all__ = ["Target", "TARGETS", "resolve", "require_runnable"]
 
 TARGETS = {
     "cpu": lambda: HostCPU("cpu"),
@@ -68,17 +68,3 @@ def require_runnable(target: Target) -> None:
     problem = target.run_problem()
     if problem:
         raise UserError(problem)
-
-
-def parse_tvm_target(text: str) -> dict:
-    """A TVM target given as a JSON dict or as 'llvm -mtriple=... -mcpu=...' text, as a dict
-    (TVM 0.27 accepts only dicts and tags; {} when the text is neither)."""
-    try:
-        spec = json.loads(text)
-    except ValueError:
-        kind, *options = text.split() or [""]
-        spec = {"kind": kind}
-        for opt in options:
-            key, _, value = opt.lstrip("-").partition("=")
-            spec[key] = value.split(",") if key == "mattr" else value
-    return spec if isinstance(spec, dict) else {}

@@ -44,14 +44,17 @@ class Target:
 
     def through(self, rpc) -> "Target":
         """This hardware on a board reached through a TVM RPC tracker (--rpc-tracker)."""
-        from pwbench.errors import UserError
-
         raise UserError(f"target {self.name} does not run through a TVM RPC tracker: pwbench "
                         "measures boards' CPUs over RPC (--target cpu, x86, arm or an ARM core)")
 
     def tvm_target(self, threads: int) -> dict | None:
         """The TVM target (a dict, as TVM 0.27 wants it), or None when TVM cannot build for it."""
         return None
+
+    def toolchain(self, threads: int):
+        """How TVM kernels for it are compiled, exported, loaded and measured
+        (tvm_bridge/toolchains.py; needs apache-tvm)."""
+        raise UserError(f"TVM does not build kernels for target {self.name}")
 
     def with_arch(self, arch: str) -> Target:
         """The same target, building for another arch (`pwbench build --arch`)."""

@@ -8,9 +8,9 @@ from __future__ import annotations
 import functools
 import re
 import shutil
-import subprocess
 
 from pwbench.errors import UserError
+from pwbench.toolkits import cuda_toolkit_version, parse_tvm_target
 from pwbench.targets.base import Target
 from pwbench.targets.host import HostCPU
 
@@ -67,16 +67,6 @@ def _text(value) -> str:
 
 def _cuda_text(version: int) -> str:
     return f"{version // 1000}.{version % 1000 // 10}"  # 13000 -> "13.0"
-
-
-@functools.cache
-def toolkit_version() -> str | None:
-    """The CUDA toolkit release of the nvcc on PATH (e.g. '13.0.88'), None without nvcc."""
-    if shutil.which("nvcc") is None:
-        return None
-    out = subprocess.run(["nvcc", "--version"], capture_output=True, text=True, timeout=60).stdout
-    m = re.search(r"V(\d+\.\d+\.\d+)", out)
-    return m.group(1) if m else "unknown"
 
 
 def torch_sees_gpu() -> bool:
@@ -156,9 +146,15 @@ class CudaGPU(Target):
         return CudaGPU(self.name, self.tvm_given, self.index, arch)
 
     def tvm_target(self, threads: int) -> dict:
-        from pwbench.tvm_bridge import compiler
+        from pwbench.tvm_bridge import tvm_targets
 
-        return compiler.cuda_target(self.tvm_given, self.arch() or DEFAULT_ARCH)
+        return tvm_targets.cuda_target(self.tvm_given, self.arch() or DEFAULT_ARCH)
+
+    def toolchain(self, threads: int):
+        """nvcc here, GPU or not; candidates measured only where the GPU is."""
+        from pwbench.tvm_bridge import toolchains
+
+        return toolchains.Cuda(self.tvm_target(threads), threads, self.run_problem())
 
     def visible_arch(self) -> str | None:
         """sm_XX from the visible GPU's compute capability, None when there is none."""
@@ -170,8 +166,6 @@ class CudaGPU(Target):
         if self.given_arch:
             return self.given_arch
         if self.tvm_given:
-            from pwbench.targets import parse_tvm_target
-
             given = parse_tvm_target(self.tvm_given).get("arch")
             if given:
                 return str(given)
@@ -196,7 +190,7 @@ class CudaGPU(Target):
         line = gpu.get("gpu", "no GPU visible")
         if self.visible_arch():
             line += f" ({self.visible_arch()})"
-        return {**host, **gpu, "cuda_toolkit": toolkit_version(),
+        return {**host, **gpu, "cuda_toolkit": cuda_toolkit_version(),
                 "hardware": f"{line}; host {host['hardware']}"}
 
     def fingerprint_facts(self) -> dict:
@@ -208,7 +202,7 @@ class CudaGPU(Target):
         """GPU model and CUDA toolkit (the arch is in the TVM target): a database never serves
         another GPU. Without a GPU here the model is unknown (None) and taken from the database;
         kernels built from it record that GPU, and `kernels_problem` refuses them on another."""
-        return {"gpu": gpu_facts(self.index).get("gpu"), "cuda_toolkit": toolkit_version()}
+        return {"gpu": gpu_facts(self.index).get("gpu"), "cuda_toolkit": cuda_toolkit_version()}
 
     def kernel_key(self) -> dict:
         return {"arch": self.arch() or DEFAULT_ARCH}
