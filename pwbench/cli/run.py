@@ -54,6 +54,9 @@ def add(sub):
                           f"warm-up calls and {instructions.DROPPED_CALLS} dropped one)")
     run.add_argument("--cache", default="hot", metavar="hot|cold",
                      help="hot (default), or cold: caches evicted before every sample")
+    run.add_argument("--cuda-graphs", action="store_true",
+                     help="--target cuda: replay each timed block of calls from a CUDA graph "
+                          "(no host dispatch between kernels; clock cuda-graph)")
     run.add_argument("--blocked", action=__import__("argparse").BooleanOptionalAction, default=True,
                      help="tvm-tuned: also time the blocked end-to-end variant (default: yes)")
     run.add_argument("--peaks", type=Path, metavar="FILE",
@@ -137,6 +140,6 @@ def config_of(args, **override):
         trials=chosen["trials"], tune_minutes=chosen["tune_minutes"], tuning_dir=args.tuning_dir,
         spaces=args.space, tuning_mode=args.tuning_mode, blocked=args.blocked,
         optional=OPTIONAL if args.backend is None else (), clock=args.clock, calls=args.calls,
-        rpc=rpc_endpoint(args))
+        rpc=rpc_endpoint(args), cuda_graphs=getattr(args, "cuda_graphs", False))
     fields.update(override)
     return runner.RunConfig(**fields)
