@@ -64,7 +64,7 @@ def test_a_bundle_runs_with_a_runtime_only_tvm(tmp_path):
     assert cli.main(["build", "--suite", str(kinds_suite(tmp_path)), "--output", str(kit)]) == 0
     rt = tmp_path / "rt"
     subprocess.run([sys.executable, str(ROOT / "scripts" / "make_tvm_runtime.py"), "--out", str(rt),
-                    "--from-installed", "--no-tar"], check=True, timeout=300)
+                    "--python-version", PYTHON, "--from-installed", "--no-tar"], check=True, timeout=300)
     env = os.environ | {"PYTHONPATH": str(rt / "site")}
     done = subprocess.run([sys.executable, "-m", "pwbench", "run", "--target", "cuda", "--kernels",
                            str(kit), "--processes", "1", "--warmup-ms", "5", "--sample-ms", "30",

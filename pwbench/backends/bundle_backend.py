@@ -17,11 +17,13 @@ class Backend:
     def __init__(self, target, options: Options, events=NoEvents(), *, kit: bundles.Bundle,
                  name: str):
         """Refuses, in one line, a bundle for another arch, GPU, CUDA or TVM version."""
-        bundles.check_runtime(kit, runtime.version(), target)
+        bundles.check_runtime(kit, runtime.version(), target, runtime.ffi_version())
         self.kit, self.name, self.threads = kit, name, options.threads
+        self.index = getattr(target, "index", 0)  # the GPU the kernels run on
 
     def versions(self) -> dict:
-        return {"tvm": runtime.version(), "kernel_bundle": str(self.kit.dir),
+        return {"tvm": runtime.version(), "tvm_ffi": runtime.ffi_version(),
+                "kernel_bundle": str(self.kit.dir),
                 "cuda_toolkit": self.kit.built_for.get("cuda_toolkit")}
 
     def build(self, spec: ConvSpec) -> Built | list[Built]:
@@ -34,7 +36,8 @@ class Backend:
         if kernel.error:
             raise RuntimeError(f"its build failed when the bundle was made: {kernel.error}")
         library = str(bundles.library_path(self.kit.dir, kernel))
-        return Built(functools.partial(runtime.load_kernel, spec, library, kernel.device, self.threads),
+        return Built(functools.partial(runtime.load_kernel, spec, library, kernel.device, self.threads,
+                                       self.index),
                      clock=kernel.clock, variant=kernel.variant,
                      columns=kernel.columns | {"kernel_bundle": str(self.kit.dir)},
                      runtime_env=runtime.RUNTIME_ENV)

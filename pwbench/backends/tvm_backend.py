@@ -59,6 +59,7 @@ def exported(spec: ConvSpec, compiled: compiler.Compiled, target: dict, backend:
                                        ffi_kernel.helper(), options.clock),
                      clock=options.clock, columns=columns | {"tvm_call": "__tvm_ffi_main (ctypes)"},
                      library=library, details=details, **extra)
-    return Built(functools.partial(runtime.load_kernel, spec, str(library), device, options.threads),
+    return Built(functools.partial(runtime.load_kernel, spec, str(library), device, options.threads,
+                                   getattr(place, "index", 0)),
                  clock=runtime.CLOCKS[device], columns=columns,
                  runtime_env=runtime.RUNTIME_ENV, library=library, details=details, **extra)

@@ -272,7 +272,8 @@ def _finish(p: Plan, writer: results.RunWriter, status: str = "complete") -> Non
 
 
 def _roof(row: dict, p: Plan) -> dict:
-    return roofline.row_columns(row["flops"], row["bytes"], row["dtype"], row["median_s"], p.peaks)
+    return roofline.row_columns(row["flops"], row["bytes"], row["dtype"], row["median_s"], p.peaks,
+                                row.get("compute", ""))
 
 
 def _line(spec: ConvSpec, backend: str, built: Built | None, p: Plan) -> dict:

@@ -8,9 +8,12 @@ is part of libtvm_runtime, and `tvm.relax` (the compiler side) is never imported
 
 CUDA: in runtime-only mode `import tvm` does not load tvm/lib/libtvm_runtime_cuda.so (the CUDA
 device API and the loader of CUDA modules), so `enable_cuda` loads it. A CUDA kernel's buffers are
-torch tensors that TVM sees through DLPack (torch converts every dtype, bfloat16 included); TVM
-launches on its default stream, the legacy default stream, which is also torch's default stream,
-so CUDA events recorded by torch bracket the kernel.
+torch tensors that TVM sees through DLPack (torch converts every dtype, bfloat16 included). TVM
+launches on the FFI's environment stream of the device (TVMFFIEnvGetStream), by default the
+legacy default stream, which is also torch's default stream, so CUDA events recorded by torch
+bracket the kernel; while a CUDA graph is captured (torch on a capture stream), the kernel's
+`capture_stream()` sets the environment stream to torch's current one (tvm_ffi.use_torch_stream).
+The kernel runs on the GPU of the target's index.
 """
 
 from __future__ import annotations
@@ -36,6 +39,12 @@ CLOCKS = {"cpu": "host", "cuda": "cuda-events"}  # the clock a kernel on each de
 
 def version() -> str:
     return tvm.__version__
+
+
+def ffi_version() -> str:
+    import tvm_ffi
+
+    return tvm_ffi.__version__
 
 
 class TvmConv:
@@ -75,6 +84,7 @@ class TvmCudaConv:
 
         self.spec, self.fn, self.torch = spec, function, torch
         dtype, device = getattr(torch, spec.dtype), torch.device("cuda", index)
+        torch.cuda.set_device(device)  # torch's events and current stream: this GPU's
         self.x = torch.zeros(layouts.input_shape(spec), dtype=dtype, device=device)
         self.w = torch.zeros(layouts.weight_shape(spec), dtype=dtype, device=device)
         self.y = torch.zeros(layouts.output_shape(spec), dtype=dtype, device=device)
@@ -88,6 +98,12 @@ class TvmCudaConv:
     def __call__(self) -> None:
         self.fn(*self.args)
 
+    def capture_stream(self):
+        """Launch on torch's current stream while in this context (a CUDA graph's capture)."""
+        import tvm_ffi
+
+        return tvm_ffi.use_torch_stream()
+
     def result(self) -> np.ndarray:
         return layouts.from_layout(self.spec, self._host(self.y))
 
@@ -100,15 +116,15 @@ class TvmCudaConv:
         return t.float().cpu().numpy()
 
 
-def load_kernel(spec: ConvSpec, library: str, device: str, threads: int):
+def load_kernel(spec: ConvSpec, library: str, device: str, threads: int, index: int = 0):
     """The kernel in an exported library, on this machine's CPU (with `threads` threads) or its
-    first GPU."""
+    GPU `index`."""
     if device == "cuda":
         import torch  # first: its CUDA wheels bring libcudart.so.13, which TVM's CUDA library needs
 
         torch.cuda.init()
         enable_cuda()
-        return TvmCudaConv(spec, tvm.runtime.load_module(str(Path(library)))["main"])
+        return TvmCudaConv(spec, tvm.runtime.load_module(str(Path(library)))["main"], index)
     return load_cpu_kernel(spec, library, threads)
 
 
