@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -116,7 +115,8 @@ def problems(site: Path, python: str) -> list[str]:
     if others:
         found.append(f"tvm_ffi's extension for another Python: {', '.join(others)}")
     for name in ("tvm/lib/libtvm_runtime.so", "tvm/lib/libtvm_runtime_cuda.so",
-                 "tvm_ffi/lib/libtvm_ffi.so", "tvm/__init__.py", "tvm_ffi/__init__.py",
+                 "tvm_ffi/lib/libtvm_ffi.so", "tvm_ffi/lib/libtvm_ffi_testing.so",
+                 "tvm/__init__.py", "tvm_ffi/__init__.py",
                  "pwbench/tvm_bridge/runtime.py", "typing_extensions.py"):
         if not (site / name).exists():
             found.append(f"{name} is missing")
@@ -128,7 +128,7 @@ def problems(site: Path, python: str) -> list[str]:
 def build(out: Path, python: str, wheels: Path | None = None, from_installed: bool = False,
           numpy: bool = False, cudart: str | None = None) -> Path:
     """OUT/site for CPython `python`; raises SystemExit with one line when it cannot be made."""
-    here = ".".join(platform.python_version_tuple()[:2])
+    here = "%d.%d" % sys.version_info[:2]
     if from_installed and here != python:
         raise SystemExit(f"--from-installed copies this interpreter's tvm_ffi, built for Python "
                          f"{here}, not {python}: run it with Python {python}, or drop "

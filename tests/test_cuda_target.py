@@ -247,7 +247,7 @@ def test_blocks_get_a_tf32_variant_where_convs_do():
                                            (None, None)])
 def test_compute_capability_is_compared_as_numbers(text, numbers):
     assert cuda.capability(text) == numbers
-    assert "10.0" < "8.0" and cuda.capability("10.0") >= (8, 0)  # why text would not do
+    assert cuda.capability("10.0") >= (8, 0) > cuda.capability("7.5")  # as text, "10.0" < "8.0"
 
 
 @pytest.mark.unit
