@@ -8,6 +8,7 @@ The kernels are built once per session (about 24 nvcc calls, a minute on 2 cores
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 import json
 import re
@@ -29,6 +30,7 @@ HAVE_NVCC = shutil.which("nvcc") is not None
 pytestmark = [pytest.mark.cross, pytest.mark.tvm,
               pytest.mark.skipif(not (HAVE_TVM and HAVE_NVCC), reason="needs apache-tvm and nvcc")]
 ROOT = Path(__file__).resolve().parents[1]
+PYTHON = "%d.%d" % sys.version_info[:2]  # a runtime copied from this interpreter is for its version
 
 KINDS = {  # name: (suite fields, the DLight rule that schedules it in TVM 0.27)
     "pointwise": ("in_channels = 16\nout_channels = 32\nsize = 8", "Matmul"),
@@ -150,10 +152,39 @@ def test_a_driver_too_old_or_another_gpu_is_refused(monkeypatch):
     visible_gpu(monkeypatch, driver_cuda="12.4")
     target = cuda.CudaGPU()
     assert "supports CUDA 12.4" in target.kernels_problem({"arch": "sm_90", "cuda_toolkit": "13.0.88"})
+    visible_gpu(monkeypatch, driver_cuda="13.0")  # minor-version compatibility: 13.2 runs on 13.0
+    assert target.kernels_problem({"arch": "sm_90", "cuda_toolkit": "13.2.51"}) is None
     visible_gpu(monkeypatch, name="NVIDIA H100 80GB HBM3")
     assert target.kernels_problem({"arch": "sm_90", "cuda_toolkit": "13.0.88"}) is None
     problem = target.kernels_problem({"arch": "sm_90", "tuned_for_gpu": "NVIDIA H200"})
     assert "tuned on a NVIDIA H200" in problem and "never applied to another GPU" in problem
+
+
+def test_the_manifest_names_tvm_ffi_and_hashes_every_library(bundles, tmp_path):
+    import hashlib
+
+    kit = bundle.read(bundles["sm_90"])
+    assert kit.meta["tvm_ffi"] == importlib.metadata.version("apache-tvm-ffi")
+    for k in kit.kernels:
+        data = bundle.library_path(kit.dir, k).read_bytes()
+        assert k.sha256 == hashlib.sha256(data).hexdigest()
+    copy = shutil.copytree(bundles["sm_90"], tmp_path / "other")
+    library = bundle.library_path(copy, kit.kernels[0])
+    library.write_bytes(library.read_bytes() + b"\0")  # e.g. a copy mixed with another bundle's
+    with pytest.raises(UserError, match="1 of its libraries differ from the ones built"):
+        bundle.read(copy)
+
+
+@pytest.mark.cli
+def test_a_bundle_for_another_tvm_ffi_is_refused_in_one_line(bundles, tmp_path, monkeypatch,
+                                                             capsys):
+    copy = shutil.copytree(bundles["sm_90"], tmp_path / "ffi")
+    manifest = json.loads((copy / bundle.MANIFEST).read_text())
+    manifest["tvm_ffi"] = "0.1.15"
+    (copy / bundle.MANIFEST).write_text(json.dumps(manifest))
+    visible_gpu(monkeypatch)
+    err = one_line_error(capsys, ["run", "--target", "cuda", "--kernels", str(copy)])
+    assert "built with tvm_ffi 0.1.15" in err
 
 
 def test_a_damaged_or_missing_bundle_is_one_line(bundles, tmp_path):
@@ -174,7 +205,8 @@ def test_a_runtime_only_tvm_loads_every_kernel_of_the_bundle(bundles, tmp_path):
     plays the driver, so nothing can run)."""
     rt = tmp_path / "rt"
     subprocess.run([sys.executable, str(ROOT / "scripts" / "make_tvm_runtime.py"), "--out", str(rt),
-                    "--from-installed", "--no-tar"], check=True, capture_output=True, timeout=300)
+                    "--python-version", PYTHON, "--from-installed", "--no-tar"], check=True,
+                   capture_output=True, timeout=300)
     assert not (rt / "site" / "tvm" / "lib" / "libtvm_compiler.so").exists()
     check = f"""
 import json, os

@@ -18,12 +18,13 @@ class Backend:
     def __init__(self, target, options: Options, events=NoEvents(), *, kit: bundles.Bundle,
                  name: str):
         """Refuses, in one line, a bundle for another arch, GPU, CUDA or TVM version."""
-        bundles.check_runtime(kit, runtime.version(), target)
+        bundles.check_runtime(kit, runtime.version(), target, runtime.ffi_version())
         self.kit, self.name = kit, name
-        self.toolchain = target.toolchain(options.threads)
+        self.toolchain = target.toolchain(options.threads)  # loads on the target's GPU index
 
     def versions(self) -> dict:
-        return {"tvm": runtime.version(), "kernel_bundle": str(self.kit.dir),
+        return {"tvm": runtime.version(), "tvm_ffi": runtime.ffi_version(),
+                "kernel_bundle": str(self.kit.dir),
                 "cuda_toolkit": self.kit.built_for.get("cuda_toolkit")}
 
     def build(self, spec: ConvSpec) -> Built | list[Built]:

@@ -119,12 +119,23 @@ def _meta(target, suite, made, kernels) -> dict:
     built_for = target.kernel_key() | {"cuda_toolkit": versions.get("cuda_toolkit")}
     if tuned_for:
         built_for["tuned_for_gpu"] = tuned_for[0]
-    return {"built_for": built_for, "tvm": versions.get("tvm"), "target": target.name,
+    return {"built_for": built_for, "tvm": versions.get("tvm"), "tvm_ffi": _ffi_version(),
+            "target": target.name,
             "tvm_target": versions.get("tvm_target"), "versions": versions,
             "suite": suite.name, "suite_description": suite.description,
             "pwbench": pwbench.__version__, "git_commit": env.git_commit(),
             "utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "command": " ".join(["pwbench", *sys.argv[1:]])}
+
+
+def _ffi_version() -> str | None:
+    """tvm_ffi's version (the ABI the libraries call), from its package metadata."""
+    import importlib.metadata
+
+    try:
+        return importlib.metadata.version("apache-tvm-ffi")
+    except importlib.metadata.PackageNotFoundError:
+        return None
 
 
 def _report(kit, seconds) -> None:

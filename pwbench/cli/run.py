@@ -54,6 +54,9 @@ def add(sub):
                           f"warm-up calls and {instructions.DROPPED_CALLS} dropped one)")
     run.add_argument("--cache", default="hot", metavar="hot|cold",
                      help="hot (default), or cold: caches evicted before every sample")
+    run.add_argument("--cuda-graphs", action="store_true",
+                     help="--target cuda: replay each timed block of calls from a CUDA graph "
+                          "(no host dispatch between kernels; clock cuda-graph)")
     run.add_argument("--peaks", type=Path, metavar="FILE",
                      help="peak FLOP/s and bytes/s from a TOML/JSON file instead of measured ones")
     run.add_argument("--report", action="store_true", help="write RUN_DIR/report/index.html at the end")
@@ -136,6 +139,6 @@ def config_of(args, **override):
         backend_options={TuningOptions.group: TuningOptions.from_args(
             args, trials=chosen["trials"], tune_minutes=chosen["tune_minutes"])},
         optional=OPTIONAL if args.backend is None else (), clock=args.clock, calls=args.calls,
-        rpc=rpc_endpoint(args))
+        rpc=rpc_endpoint(args), cuda_graphs=getattr(args, "cuda_graphs", False))
     fields.update(override)
     return runner.RunConfig(**fields)

@@ -1,7 +1,7 @@
 """Targets: where kernels are built and run (see targets/base.py for what a target says).
 
 `resolve(name, rpc)` turns what the user typed into a Target: a name from TARGETS (`arm` and the
-named ARM cores of targets/board.py among them, or `arm:CPU`), or a TVM target given in full
+named ARM cores of targets/board.py among them, or `arm:CPU`, or `cuda:N` for GPU N), or a TVM target given in full
 (JSON or `llvm -mcpu=...` text), whose kind and triple say which hardware it is. With an RPC
 endpoint (--rpc-tracker, --rpc-key) every CPU target is a board reached through the tracker:
 `cpu` is then the remote box's CPU, whatever it is."""
@@ -9,6 +9,7 @@ endpoint (--rpc-tracker, --rpc-key) every CPU target is a board reached through 
 from __future__ import annotations
 
 import platform
+import re
 
 from pwbench.errors import UserError
 from pwbench.toolkits import parse_tvm_target
@@ -41,6 +42,8 @@ def resolve(name: str, rpc: Endpoint | None = None) -> Target:
 def _named(name: str) -> Target:
     if name in TARGETS:
         return TARGETS[name]()
+    if re.fullmatch(r"cuda:\d+", name):  # the GPU of that index
+        return CudaGPU(name, index=int(name.split(":")[1]))
     if name.startswith("arm:"):
         return Board(name, arm_spec(name))
     spec = parse_tvm_target(name)

@@ -8,9 +8,12 @@ is part of libtvm_runtime, and `tvm.relax` (the compiler side) is never imported
 
 CUDA: in runtime-only mode `import tvm` does not load tvm/lib/libtvm_runtime_cuda.so (the CUDA
 device API and the loader of CUDA modules), so `enable_cuda` loads it. A CUDA kernel's buffers are
-torch tensors that TVM sees through DLPack (torch converts every dtype, bfloat16 included); TVM
-launches on its default stream, the legacy default stream, which is also torch's default stream,
-so CUDA events recorded by torch bracket the kernel.
+torch tensors that TVM sees through DLPack (torch converts every dtype, bfloat16 included). TVM
+launches on the FFI's environment stream of the device (TVMFFIEnvGetStream), by default the
+legacy default stream, which is also torch's default stream, so CUDA events recorded by torch
+bracket the kernel; while a CUDA graph is captured (torch on a capture stream), the kernel's
+`capture_stream()` sets the environment stream to torch's current one (tvm_ffi.use_torch_stream).
+The kernel runs on the GPU of the target's index.
 """
 
 from __future__ import annotations
@@ -35,6 +38,12 @@ CLOCKS = {"cpu": "host", "cuda": "cuda-events"}  # the clock a kernel on each de
 
 def version() -> str:
     return tvm.__version__
+
+
+def ffi_version() -> str:
+    import tvm_ffi
+
+    return tvm_ffi.__version__
 
 
 class LocalKernel(BufferKernel):
@@ -67,6 +76,7 @@ class CudaKernel(BufferKernel):
         super().__init__(artifact)
         self.fn, self.torch, layout = function, torch, artifact.layout
         dtype, device = getattr(torch, artifact.workload.dtype), torch.device("cuda", index)
+        torch.cuda.set_device(device)  # torch's events and current stream: this GPU's
         self.x, self.w, self.y = (torch.zeros(shape, dtype=dtype, device=device) for shape in
                                   (layout.input_shape, layout.weight_shape, layout.output_shape))
         self.args = [tvm.runtime.from_dlpack(t) for t in (self.x, self.w, self.y)]
@@ -74,6 +84,12 @@ class CudaKernel(BufferKernel):
 
     def __call__(self) -> None:
         self.fn(*self.args)
+
+    def capture_stream(self):
+        """Launch on torch's current stream while in this context (a CUDA graph's capture)."""
+        import tvm_ffi
+
+        return tvm_ffi.use_torch_stream()
 
     def _put(self, buffer, array: np.ndarray) -> None:
         buffer.copy_(self.torch.from_numpy(np.ascontiguousarray(array)))
@@ -83,8 +99,8 @@ class CudaKernel(BufferKernel):
         return buffer.float().cpu().numpy()
 
 
-def load(artifact: Artifact, threads: int):
-    """The artifact's kernel on this machine: its CPU (with `threads` threads) or its first GPU
+def load(artifact: Artifact, threads: int, index: int = 0):
+    """The artifact's kernel on this machine: its CPU (with `threads` threads) or its GPU `index`
     (`Built.make` of a kernel run here: picklable as a partial of this and plain values)."""
     if artifact.convention == "vm":
         return load_relax_kernel(artifact, threads)
@@ -93,7 +109,7 @@ def load(artifact: Artifact, threads: int):
 
         torch.cuda.init()
         enable_cuda()
-        return CudaKernel(artifact, _entry(artifact))
+        return CudaKernel(artifact, _entry(artifact), index)
     set_threads(threads)
     return LocalKernel(artifact, _entry(artifact), tvm.cpu(0))
 

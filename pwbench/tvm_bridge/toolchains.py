@@ -136,6 +136,14 @@ class Cuda(Toolchain):
     structured = False
     intrinsics = ("cuda",)  # the CUDA design space's tensor-core rules look them up
 
+    def __init__(self, target: dict, threads: int, measure_problem: str | None = None,
+                 index: int = 0):
+        super().__init__(target, threads, measure_problem)
+        self.index = index  # the GPU its kernels run on
+
+    def make(self, artifact: Artifact):
+        return functools.partial(runtime.load, artifact, self.threads, self.index)
+
     def versions(self) -> dict:
         from pwbench.toolkits import cuda_toolkit_version
 
