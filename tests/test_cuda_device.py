@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from pwbench.measure import runner, timing
+from pwbench.measure import timing
+from pwbench.pipeline import runner
 from pwbench.targets import cuda
 
 pytestmark = [pytest.mark.device, pytest.mark.skipif(

@@ -26,7 +26,8 @@ from conftest import PWBENCH
 from runs_helper import META, row, write_run
 from pwbench.analysis import compare
 from pwbench.errors import UserError
-from pwbench.measure import instructions, runner
+from pwbench.measure import instructions
+from pwbench.pipeline import runner
 from pwbench.store import export, history, results
 
 HAVE_VALGRIND = shutil.which("valgrind") is not None

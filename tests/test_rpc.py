@@ -264,7 +264,8 @@ def test_fleet_lists_keys_with_free_and_busy_boards(boards, capsys):
 def test_a_session_shorter_than_a_kernel_is_an_error_row(boards, tmp_path):
     """The board ends the session at --rpc-session-timeout; the kernel's row says so."""
     from pwbench.targets.board import Endpoint
-    from pwbench.measure import runner, timing
+    from pwbench.measure import timing
+    from pwbench.pipeline import runner
 
     config = runner.RunConfig(suite=boards["suite"], target="cpu", backends=("tvm",), threads=1,
                               output=tmp_path / "short", processes=1, filter="layer == 'tiny.pw'",

@@ -11,7 +11,8 @@ import pytest
 import fakes
 from pwbench import targets
 from pwbench.errors import UserError
-from pwbench.measure import runner, timing
+from pwbench.measure import timing
+from pwbench.pipeline import runner
 from pwbench.store import results
 
 pytestmark = pytest.mark.cpu

@@ -30,7 +30,7 @@ class RunProgress:
         self.bar = self.task = None
 
     def run(self, plan):
-        from pwbench.measure import runner
+        from pwbench.pipeline import runner
 
         for warning in plan.warnings:
             warn(warning)

@@ -24,7 +24,7 @@ OPTIONAL = ("tvm-tuned",)  # left out with one line when this machine cannot run
 
 def add(sub):
     from pwbench.measure import instructions
-    from pwbench.measure.runner import DEFAULT_PROCESSES
+    from pwbench.pipeline.runner import DEFAULT_PROCESSES
 
     run = sub.add_parser("run", help="benchmark a suite: verify, then time every kernel")
     add_workload(run, targets="cpu, x86, cuda, arm, an ARM core (neoverse-n1, ...), or a TVM target",
@@ -80,30 +80,15 @@ def settings(args) -> tuple[dict, bool]:
 
 def main(args) -> int:
     if args.fleet:
-        from pwbench.cli import fleet
-
-        return fleet.run_fleet(args)
+        return _fleet(args)
     from pwbench.cli import console
-    from pwbench.measure import runner
-    from pwbench.store import results
 
-    first_look = settings(args)[1]
-    config = config_of(args)
-    watch = console.RunProgress()
-    plan = runner.plan(config, watch)
-    if first_look:
-        console.console.print(
-            f"first look: suite default, {', '.join(plan.backends)}, {plan.config.processes} "
-            f"processes, {config.budget.sample_ms:.0f} ms per kernel, "
-            f"{config.backend_options[TuningOptions.group].trials} tuning "
-            "trials per layer (give --suite for the full settings)")
     try:
-        writer = watch.run(plan)
+        writer = run_suite(config_of(args), first_look=settings(args)[1])
     except KeyboardInterrupt:
         print("pwbench: interrupted; every finished measurement is kept in the run directory",
               file=sys.stderr)
         return EXIT_INTERRUPTED
-    console.summary(writer.rows)
     console.speedups(writer.rows)
     print(f"results: {writer.dir}")
     if args.record:
@@ -115,16 +100,45 @@ def main(args) -> int:
         from pwbench import report
 
         print(f"report: {report.build([writer.dir], writer.dir / 'report').index}")
-    failed = sum(results.failed(r) for r in writer.rows)  # failed checks are never timed
+    return _exit_status(_failed(writer.rows))
+
+
+def run_suite(config, first_look: bool = False):
+    """The one way a suite runs on a target (a plain run, each key of a fleet): planned and
+    checked, measured with a progress bar, summarised. Returns the run's writer."""
+    from pwbench.cli import console
+    from pwbench.pipeline import runner
+
+    watch = console.RunProgress()
+    plan = runner.plan(config, watch)
+    if first_look:
+        console.console.print(
+            f"first look: suite default, {', '.join(plan.backends)}, {plan.config.processes} "
+            f"processes, {config.budget.sample_ms:.0f} ms per kernel, "
+            f"{config.backend_options[TuningOptions.group].trials} tuning "
+            "trials per layer (give --suite for the full settings)")
+    writer = watch.run(plan)
+    console.summary(writer.rows)
+    return writer
+
+
+def _failed(rows) -> int:
+    from pwbench.store import results
+
+    return sum(results.failed(r) for r in rows)  # failed checks are never timed
+
+
+def _exit_status(failed: int) -> int:
     if failed:
-        print(f"pwbench: {failed} kernel(s) failed their check or could not run (see the error column)",
-              file=sys.stderr)
+        print(f"pwbench: {failed} kernel(s) failed their check or could not run (see the error "
+              "column)", file=sys.stderr)
     return 1 if failed else 0
 
 
 def config_of(args, **override):
     """The RunConfig of `pwbench run`'s arguments (fields in `override` replace them)."""
-    from pwbench.measure import runner, timing
+    from pwbench.measure import timing
+    from pwbench.pipeline import runner
     from pwbench.workloads import suites
 
     chosen, _ = settings(args)
@@ -142,3 +156,97 @@ def config_of(args, **override):
         rpc=rpc_endpoint(args), cuda_graphs=getattr(args, "cuda_graphs", False))
     fields.update(override)
     return runner.RunConfig(**fields)
+
+
+# ---- pwbench run --fleet ------------------------------------------------------------------------
+def _fleet(args) -> int:
+    """One run per key of the tracker (on one board of each), then the selection report."""
+    from pwbench.cli import console
+    from pwbench.errors import UserError
+
+    host, port, keys = _fleet_keys(args)
+    root = args.output or Path("results") / f"{_stamp()}_{Path(args.suite or 'default').stem}_fleet"
+    console.console.print(f"fleet {host}:{port}: {len(keys)} key(s): {', '.join(keys)}; runs under "
+                          f"{root}")
+    done, problems, failed = [], [], 0
+    for key in keys:
+        config = config_of(args, output=root / _safe(key), rpc=_endpoint(args, host, port, key),
+                           backends=tuple(b.strip() for b in (args.backend or "tvm").split(",")
+                                          if b.strip()))
+        console.console.rule(f"key {key}")
+        try:
+            writer = run_suite(config)
+        except UserError as exc:  # this key's boards cannot be used: say so, go on
+            problems.append(f"key {key}: {exc}")
+            console.warn(f"key {key}: {exc}")
+            continue
+        except KeyboardInterrupt:
+            print("pwbench: interrupted; every finished run is kept", file=sys.stderr)
+            return EXIT_INTERRUPTED
+        failed += _failed(writer.rows)
+        done.append(writer.dir)
+    if not done:
+        raise UserError("no key of the fleet could be measured: " + "; ".join(problems))
+    _fleet_report(done, root)
+    if problems:
+        print(f"pwbench: {len(problems)} key(s) not measured", file=sys.stderr)
+    return max(_exit_status(failed), 1 if problems else 0)
+
+
+def _fleet_keys(args) -> tuple[str, int, list[str]]:
+    """The tracker of --fleet and its keys with boards, every option checked first."""
+    from pwbench.errors import UserError
+    from pwbench.targets.board import parse_address
+    from pwbench.tvm_bridge import rpc
+
+    if args.rpc_tracker or args.rpc_key:
+        raise UserError("--fleet runs on every key of its tracker: drop --rpc-tracker / --rpc-key")
+    if args.target != "cpu":
+        raise UserError("--fleet takes each board's target from what the board says it is: "
+                        "drop --target (or run one key with --target T --rpc-key KEY)")
+    host, port = parse_address(args.fleet, "--fleet")
+    try:
+        keys = [k for k, c in rpc.fleet(host, port).items() if c["total"]]
+    except rpc.BoardError as exc:
+        raise UserError(str(exc)) from None
+    if not keys:
+        raise UserError(f"no board is registered with the RPC tracker {host}:{port}")
+    _check_backends(args, _endpoint(args, host, port, keys[0]))
+    return host, port, keys
+
+
+def _check_backends(args, endpoint) -> None:
+    """Every backend asked must run on a board (torch does not run through RPC): one line."""
+    from pwbench import backends, targets
+
+    board = targets.resolve("cpu", endpoint)
+    for name in (args.backend or "tvm").split(","):
+        if name.strip():
+            backends.backend_class(name.strip(), board)
+
+
+def _endpoint(args, host: str, port: int, key: str):
+    from pwbench.targets.board import Endpoint
+
+    return Endpoint(host, port, key, args.rpc_session_timeout or Endpoint.session_timeout_s)
+
+
+def _fleet_report(done: list, root: Path) -> None:
+    from pwbench import report
+    from pwbench.cli import console
+
+    built = report.build(done, root / "report", show=console.console.print)
+    for warning in built.warnings:
+        console.warn(warning)
+    print(f"runs: {', '.join(str(d) for d in done)}")
+    print(f"report: {built.index}")
+
+
+def _stamp() -> str:
+    import datetime
+
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+
+
+def _safe(key: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "-" for c in key)[:60] or "key"
