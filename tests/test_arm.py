@@ -209,3 +209,31 @@ def test_a_fleet_run_marks_emulated_rows_and_the_report_warns_before_ranking(emu
     assert "timed on an emulated board" in proc.stdout
     page = (out / "report" / "index.html").read_text()
     assert page.index("timed on an emulated board") < page.index("Network latency per machine")
+
+
+@pytest.mark.cross
+@pytest.mark.cli
+def test_structured_kernels_are_tuned_on_the_emulated_board_and_exact_in_both_layouts(emulated):
+    """tvm-tuned on a NEON board: the structured space at 4 lanes, its candidates measured on
+    the board by MetaSchedule's RPC runner, every kernel then verified there."""
+    suite = emulated["tmp"] / "kinds.toml"
+    suite.write_text("\n".join([
+        '[suite]\nlayout = ["NCHW", "NHWC"]',
+        '[[layer]]\nname = "pw"\nin_channels = 8\nout_channels = 12\nsize = 5',
+        '[[layer]]\nname = "dw"\nin_channels = 8\ndepthwise = true\nsize = 7\nkernel_size = 3\n'
+        'padding = 1\nstride = 2',
+        '[[layer]]\nname = "full"\nin_channels = 4\nout_channels = 8\nsize = 6\nkernel_size = 3\n'
+        'padding = 1']) + "\n")
+    out = emulated["tmp"] / "tuned-on-board"
+    proc = run_pwbench("run", "--target", "arm", "--rpc-tracker", emulated["tracker"], "--rpc-key",
+                       "aarch64-qemu", "--suite", suite, "--backend", "tvm-tuned", "--trials", "2",
+                       "--threads", "1", "--processes", "1", "--warmup-ms", "5", "--sample-ms", "20",
+                       "--tuning-dir", emulated["tmp"] / "board-db", "--output", out,
+                       env=emulated["env"], timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rows = pd.read_parquet(out / "records.parquet")
+    assert set(rows["check"]) == {"passed"} and set(rows["space"]) == {"structured"}
+    assert set(rows["tuning"]) == {"tuned"} and set(rows["clock"]) == {"time_evaluator"}
+    assert {(r["layer"], r["layout"]) for _, r in rows.iterrows()} == {
+        (layer, layout) for layer in ("pw", "dw", "full") for layout in ("NCHW", "NHWC")}
+    assert all(json.loads(t)["mtriple"] == "aarch64-linux-gnu" for t in rows["target_string"])

@@ -191,7 +191,8 @@ def test_cli_runs_torch_tvm_and_tuned_side_by_side(tuned):
     assert list(rows["variant"]) == ["", "", "structured", "structured-blocked"]
     assert (rows["check"] == "passed").all() and rows["median_s"].notna().all()
     assert rows["target_string"].iloc[1] == rows["target_string"].iloc[2] != ""
-    assert "TVM vs torch per kind" in proc.stdout  # both speedups at the end
+    assert "TVM vs the best library per kind" in proc.stdout  # both speedups at the end
+    assert "suite total" in proc.stdout
     assert (rows["threads"] == 2).all()
 
 

@@ -15,11 +15,11 @@ from pwbench.backends.tuning_options import TuningOptions
 from pwbench.cli.options import add_db, add_rpc, add_workload, positive_float, positive_int, rpc_endpoint
 
 # `pwbench run` without --suite: what its defaults are (see the module docstring and README)
-FIRST_LOOK = {"backend": "torch,torch-frozen,tvm-tuned", "processes": 2, "warmup_ms": 20.0,
+FIRST_LOOK = {"backend": "torch,torch-frozen,onnxruntime,tvm-tuned", "processes": 2, "warmup_ms": 20.0,
               "sample_ms": 100.0, "trials": 8, "tune_minutes": 1.5}
 FULL = {"backend": "torch", "processes": None, "warmup_ms": 50.0, "sample_ms": 400.0,
         "trials": None, "tune_minutes": None}  # None: the backend's own default
-OPTIONAL = ("tvm-tuned",)  # left out with one line when this machine cannot run it
+OPTIONAL = ("onnxruntime", "tvm-tuned")  # left out with one line when this machine cannot run them
 
 
 def add(sub):

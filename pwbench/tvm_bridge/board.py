@@ -23,7 +23,7 @@ from pwbench.tvm_bridge import rpc
 from pwbench.tvm_bridge.kernel import Artifact, BufferKernel
 from pwbench.tvm_bridge.rpc import BoardError, describe
 
-class _Timer:
+class Timer:
     """The board's time_evaluator for `number` calls, made once per number."""
 
     def __init__(self, module, device, args, entry: str):
@@ -56,7 +56,7 @@ class RemoteKernel(BufferKernel):
                                       (layout.input_shape, layout.weight_shape, layout.output_shape))
         except Exception as exc:  # noqa: BLE001
             raise BoardError(f"cannot allocate the kernel's buffers on the board: {describe(exc)}") from None
-        self.clock = EvaluatorClock(_Timer(self.module, device, (self.x, self.w, self.y),
+        self.clock = EvaluatorClock(Timer(self.module, device, (self.x, self.w, self.y),
                                            artifact.entry))
 
     @staticmethod

@@ -105,3 +105,17 @@ def knobs_text(task: spaces.Task, schedule) -> str:
 
 def _module(func):
     return tvm.IRModule({"main": func})
+
+
+def time_here(schedule, toolchain, repeat: int = 10, min_repeat_ms: int = 20) -> float:
+    """The fastest of `repeat` time_evaluator samples of a schedule compiled by a toolchain of this
+    machine, on random arguments (scripts compare tuning settings by the kernel they find)."""
+    import numpy as np
+
+    executable = toolchain.compile(schedule.mod).executable
+    device = tvm.cpu()
+    args = [tvm.runtime.tensor(np.random.rand(*[int(d) for d in p.shape]).astype(str(p.dtype)), device)
+            for p in schedule.mod["main"].params]
+    timer = executable.mod.time_evaluator("main", device, number=1, repeat=repeat,
+                                          min_repeat_ms=min_repeat_ms)
+    return float(min(timer(*args).results))
