@@ -145,7 +145,11 @@ def test_tune_relax_writes_a_database_of_the_same_kind_as_layers(tuned):
     assert first.columns["tuning_tasks"] == 2 and first.columns["tuned_primfuncs"] == "2/2"
     layers = json.loads((db / "layers.json").read_text())
     # per task; keyed apart from a TOPI layer's record (the same conv is another PrimFunc there)
-    assert list(layers) == [f"relax:{tuned['block'].id}"] and layers[list(layers)[0]]["trials"] == TRIALS
+    assert list(layers) == [f"relax:{tuned['block'].id}@structured"]
+    assert layers[list(layers)[0]]["trials"] == TRIALS
+    # each conv in the structured space, its ReLU computed where the output is stored
+    assert first.columns["space"] == "structured"
+    assert "fused_pwbench_structured_conv0_relu" in first.notes[0]
     stored = json.loads((db / "fingerprint.json").read_text())
     assert stored["target_string"] == first.columns["target_string"]
     assert len(tuned["records"].splitlines()) == 2 * TRIALS  # every measured candidate

@@ -66,15 +66,25 @@ class TunedBackend(Backend):
     def versions(self) -> dict:
         return super().versions() | {"tuning_database": str(self.db.dir)}
 
+    @property
+    def structured(self) -> bool:
+        """Whether the structured space takes the convs it claims (a CPU target, asked for)."""
+        return self.toolchain.structured and "structured" in self.tuning.spaces
+
     def fused(self, workload) -> tuple[object, tuning.Job]:
         """(the fused module, its tuning job), made once per workload."""
         if workload.id not in self._fused:
-            fused = relax.fuse(self.program(workload), self.toolchain.target)
-            self._fused[workload.id] = (fused, relax.job(fused, self.toolchain.target, workload))
+            target, structured = self.toolchain.target, {}
+            program = self.program(workload)
+            if self.structured:
+                program, structured = relax.structure(program, target)
+            fused = relax.fuse(program, target)
+            self._fused[workload.id] = (fused, relax.job(fused, target, workload, structured))
         return self._fused[workload.id]
 
     def records(self, workload) -> list[tuple[str, str]]:
-        return [("relax", relax.key(workload))]
+        key = self.fused(workload)[1].key
+        return [("relax" + (" structured" if key.endswith("@structured") else ""), key)]
 
     def tune(self, workloads: list, on_progress=None) -> set[str]:
         """The workloads that lack trials tuned now, their fused PrimFuncs as one task set
@@ -98,6 +108,7 @@ class TunedBackend(Backend):
         record = self.db.record(job.key) or LayerRecord()
         columns = {"tuning": source if scheduled else "untuned", "tuning_trials": record.trials,
                    "tuning_s": record.tune_s, "tuning_tasks": len(job.tasks),
+                   "space": "structured" if job.key.endswith("@structured") else "default",
                    "tuned_primfuncs": f"{scheduled}/{total}"}
         how = ("from the tuning database" if source == "database" else
                f"tuned now ({record.tune_s:.0f} s), saved to the database")

@@ -16,14 +16,25 @@ database is applied to that very fused module, whose PrimFuncs are its keys (app
 fusion it would find none). Records live in the same kind of database as single layers (one per
 target fingerprint, tvm_bridge/database.py); a fused PrimFunc's record does not depend on the
 weights' values, which are its arguments.
+
+Structured convs (`structure`, before fusion): on a CPU target, each conv of a block that the
+structured space claims (tvm_bridge/spaces) becomes a call of that space's compute (its first
+channel-block pair, the weight pre-packed into a constant of the program), marked fusable with
+what follows (op_pattern kOutEWiseFusable), so FuseOps and FuseTIR give one PrimFunc of the
+conv and its activation or residual add. Its task is tuned in the structured space, whose
+schedule computes those elementwise operators where the output is stored; the other fused
+PrimFuncs are tuned in MetaSchedule's default space.
 """
 
 from __future__ import annotations
 
+import functools
+import re
+
 import tvm
 from tvm import relax
 
-from pwbench.tvm_bridge import metaschedule
+from pwbench.tvm_bridge import metaschedule, spaces
 from pwbench.tvm_bridge.tuner import TaskDef
 from pwbench.tvm_bridge.tuning import Job
 from pwbench.workloads.spec import ConvSpec
@@ -44,11 +55,60 @@ def import_onnx(model: bytes, workload):
     return mod
 
 
+STRUCTURED = "pwbench_structured_conv"  # the name of a structured conv's PrimFunc: + its index
+FUSABLE = 4  # relax OpPatternKind kOutEWiseFusable: elementwise consumers may fuse into it
+
+
+def structure(mod, target: dict) -> tuple[object, dict]:
+    """(module, {PrimFunc name: spaces.Task}): every conv of `main` with a constant weight that the
+    structured space claims, called as that space's compute (see the module docstring)."""
+    mutator = _Structured(mod, target)
+    main = mutator.visit_expr(mod["main"])
+    mutator.builder_.update_func(mod.get_global_var("main"), main)
+    return mutator.builder_.get(), mutator.tasks
+
+
+@relax.expr_functor.mutator
+class _Structured(relax.PyExprMutator):
+    def __init__(self, mod, target: dict):
+        super().__init__(mod)
+        self.target, self.tasks = target, {}
+
+    def visit_call_(self, call):
+        call = super().visit_call_(call)
+        spec = _conv_spec(call)
+        tasks = spaces.tasks(spec, self.target) if spec else []
+        if not tasks:
+            return call
+        task, name = tasks[0], f"{STRUCTURED}{len(self.tasks)}"
+        func = task.func(index64=True).without_attr("global_symbol").with_attr("op_pattern", FUSABLE)
+        self.tasks[name] = task
+        packed = task.packing.pack_weight(call.args[1].value.numpy())
+        return relax.call_tir(self.builder_.add_func(func, name),
+                              [call.args[0], relax.const(packed)], call.ty)
+
+
+def _conv_spec(call) -> ConvSpec | None:
+    """The ConvSpec of a Relax NCHW/OIHW conv2d with a constant weight and symmetric padding."""
+    if not (isinstance(call.op, tvm.ir.Op) and call.op.name == "relax.nn.conv2d"
+            and isinstance(call.args[1], tvm.ir.expr.Constant)):
+        return None
+    a = call.attrs
+    top, left, bottom, right = (int(p) for p in a.padding)
+    if (top, left) != (bottom, right) or (a.data_layout, a.kernel_layout) != ("NCHW", "OIHW"):
+        return None
+    n, c, h, w = (int(v) for v in call.args[0].ty.shape)
+    o, _, kh, kw = (int(v) for v in call.args[1].ty.shape)
+    return ConvSpec(n, c, o, h, w, (kh, kw), tuple(int(v) for v in a.strides), (top, left),
+                    tuple(int(v) for v in a.dilation), int(a.groups))
+
+
 def fuse(mod, target: dict):
     """Legalized and fused: the module MetaSchedule tunes and its database is applied to."""
     passes = tvm.transform.Sequential([
         relax.transform.LegalizeOps(), relax.transform.AnnotateTIROpPattern(),
-        relax.transform.FoldConstant(), relax.transform.FuseOps(), relax.transform.FuseTIR()])
+        relax.transform.FoldConstant(), relax.transform.FuseOps(), relax.transform.FuseTIR(),
+        relax.transform.DeadCodeElimination()])
     with tvm.target.Target(target), tvm.transform.PassContext(opt_level=3):
         return passes(mod)
 
@@ -72,20 +132,28 @@ def compile_tuned(fused, toolchain, database) -> tuple:
     return toolchain.compile(tuned), sum(s for _, s in funcs), len(funcs)
 
 
-def key(workload) -> str:
+def key(workload, structured: bool = False) -> str:
     """A workload's key in a tuning database's layers.json when tuned through Relax (the same
     conv is a different PrimFunc there than tvm-tuned's, so one record must not stand for the
-    other)."""
-    return f"relax:{workload.id}"
+    other), `@structured` when its convs are the structured space's."""
+    return f"relax:{workload.id}" + ("@structured" if structured else "")
 
 
-def job(fused, target: dict, workload) -> Job:
-    """The workload's tuning job: each fused PrimFunc a task of MetaSchedule's default space,
-    weighted by how often it occurs, its trials counted per task."""
+def job(fused, target: dict, workload, structured: dict | None = None) -> Job:
+    """The workload's tuning job: each fused PrimFunc a task, weighted by how often it occurs,
+    its trials counted per task; a fused structured conv (`structure`'s tasks, by name) in the
+    structured space, the others in MetaSchedule's default space."""
     ms = metaschedule.meta_schedule()
     tasks = ms.relax_integration.extract_tasks(fused, tvm.target.Target(target))
     if not tasks:
         raise RuntimeError("MetaSchedule found no task to tune in the fused module")
-    name = key(workload)
-    return Job(name, [TaskDef(name, t.task_name, t.dispatched[0], "post-order-apply",
-                              "evolutionary", float(t.weight)) for t in tasks], per_task=True)
+    name, structured = key(workload, bool(structured)), structured or {}
+    defs = []
+    for t in tasks:
+        found = re.search(f"{STRUCTURED}\\d+", t.task_name)
+        space = (functools.partial(spaces.space, structured[found.group(0)])
+                 if found and found.group(0) in structured else "post-order-apply")
+        defs.append(TaskDef(name, t.task_name, t.dispatched[0], space,
+                            "evolutionary" if space == "post-order-apply" else "enumerate",
+                            float(t.weight)))
+    return Job(name, defs, per_task=True)

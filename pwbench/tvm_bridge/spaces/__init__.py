@@ -106,8 +106,9 @@ class Task:
         pack = ("stage", "inline") if in_place else ("stage",)
         return [Structure(u, s, p) for u, s, p in itertools.product(unroll, store, pack)]
 
-    def func(self):
-        return (compute.dw_func if self.depthwise else compute.conv_func)(self)
+    def func(self, index64: bool = False):
+        """The task's PrimFunc (int64 extents for a Relax program: compute.py)."""
+        return (compute.dw_func if self.depthwise else compute.conv_func)(self, index64)
 
 
 @dataclass(frozen=True)

@@ -99,6 +99,7 @@ def _write_back(sch, task, structure: Structure, reg_n):
         if not staged:
             _as_blocked(sch, task)
             sch.reverse_compute_inline(sch.get_sblock("unpack"))
+        _inline_epilogue(sch, sch.get_sblock("unpack") if staged else wb)
     b, o, y, x, j = sch.get_loops(wb)
     xo, xi = sch.split(x, factors=[None, reg_n])
     sch.parallel(sch.fuse(b, o, y))
@@ -114,6 +115,20 @@ def _write_back(sch, task, structure: Structure, reg_n):
         sch.parallel(sch.fuse(*outer[:3]))
         sch.vectorize(c)
     return conv, xo
+
+
+def _inline_epilogue(sch, block) -> None:
+    """Elementwise operators after the conv (an activation, a residual add: what Relax's FuseOps
+    fused into the conv's PrimFunc) computed where the output is stored, not in a pass of their
+    own. One that cannot be (SE's gate, broadcast over a larger output) stays a loop after it:
+    s_tir checks before it changes anything, so a refused inlining leaves the schedule as it was
+    and records nothing in the trace."""
+    while consumers := sch.get_consumers(block):
+        try:
+            for consumer in consumers:
+                sch.reverse_compute_inline(consumer)
+        except Exception:  # noqa: BLE001 - s_tir raises ScheduleError subclasses
+            return
 
 
 def apply(sch, task, structure: Structure, reg_n) -> None:
