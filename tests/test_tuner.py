@@ -126,3 +126,31 @@ def test_ctrl_c_during_a_tuned_run_marks_it_interrupted(tmp_path):
     meta = json.loads((tmp_path / "run" / "meta.json").read_text())
     assert meta["status"] == "interrupted" and meta["rows"] == 0  # nothing built or measured
     assert 0 < sum(v["trials"] for v in layers.values()) < 6 * 64
+
+
+@pytest.mark.cpu
+def test_a_warm_start_measures_the_shipped_schedule_first(tmp_path, monkeypatch):
+    """With a shipped schedule for the layer and one trial, that schedule is the one measured,
+    built, verified and marked; it is not the point the search would have started from."""
+    from pwbench import targets
+    from pwbench.backends import tvm_tuned_backend
+    from pwbench.backends.base import Options
+    from pwbench.backends.tuning_options import TuningOptions
+    from pwbench.measure import verify
+    from pwbench.tvm_bridge import spaces, warm
+
+    spec = ConvSpec(1, 12, 20, 7, 7, 3, 1, 1)
+    (task,) = spaces.tasks(spec, TARGET)
+    structure, reg_n = task.structures[-1], task.reg_choices[-1]
+    shipped = f"ic_bn={task.ic_bn};oc_bn={task.oc_bn};reg_n={reg_n};{structure.text}"
+    assert (structure, reg_n) != (task.structures[0], task.reg_choices[0])  # not the usual start
+    monkeypatch.setattr(warm, "knobs", lambda target: {spec.id: shipped})
+    options = TuningOptions(trials=1, tuning_dir=tmp_path / "db", blocked=False)
+    backend = tvm_tuned_backend.Backend(
+        targets.resolve(json.dumps({k: v for k, v in TARGET.items() if k != "num-cores"})),
+        Options(threads=1, work_dir=tmp_path, extra={TuningOptions.group: options}))
+    backend.prepare([spec])
+    built = backend.build(spec)
+    assert built.columns["knobs"] == shipped and built.columns["tuning_trials"] == 1
+    assert built.columns["warm_start"] == "the shipped schedule is the best here"
+    assert verify.check(built.make(), spec).verdict == "passed"

@@ -27,7 +27,7 @@ from pwbench.backends.base import Built, NoEvents, Options
 from pwbench.backends.tuning_options import TuningOptions
 from pwbench.backends.tvm_backend import exported, single_convs_only
 from pwbench.errors import UserError
-from pwbench.tvm_bridge import layers, tuning
+from pwbench.tvm_bridge import layers, tuning, warm
 from pwbench.tvm_bridge.database import Database
 from pwbench.units import format_seconds
 from pwbench.workloads.spec import ConvSpec
@@ -51,6 +51,7 @@ class Backend:
         self.session = tuning.Session(self.db, self.toolchain, options.threads)
         self.budget = tuning.Budget(self.tuning.trials, self.tuning.tune_minutes)
         self.tuned_now: set[str] = set()  # record keys tuned in this run
+        self.warm = warm.knobs(self.toolchain.target) if self.toolchain.structured else {}
 
     def versions(self) -> dict:
         return self.toolchain.versions() | {"tuning_database": str(self.db.dir)}
@@ -74,7 +75,8 @@ class Backend:
     def tune(self, workloads: list, on_progress=None) -> set[str]:
         """Every single conv that lacks trials, tuned now as one task set (per kind of search)."""
         specs = [w for w in workloads if isinstance(w, ConvSpec)]
-        jobs = [layers.job(spec, plan) for spec in specs for plan in self.plans(spec)]
+        jobs = [layers.job(spec, plan, self.warm.get(spec.id, "")) for spec in specs
+                for plan in self.plans(spec)]
         done = self.session.tune(jobs, self.budget, on_progress or self._progress(len(specs)))
         self.tuned_now |= done
         return done
@@ -120,8 +122,12 @@ class Backend:
             columns["tuned_for_gpu"] = self.db.fingerprint["gpu"]
         if outcome.task is not None:
             columns["knobs"] = layers.knobs_text(outcome.task, outcome.schedule)
+            columns["warm_start"] = _warm_start(self.warm.get(spec.id), columns["knobs"])
         notes = [self._note(outcome)] + ([f"{plan.reason}: tuned in the default space"]
                                          if plan.reason else [])
+        if columns.get("warm_start"):
+            notes.append(f"warm start ({warm.isa(self.toolchain.target)} table): "
+                         f"{columns['warm_start']}")
         compiled = self.toolchain.compile(outcome.schedule.mod)
         return exported(self.toolchain, spec, compiled, outcome.layout, self.options,
                         f"{self.name}_{plan.space}", columns, variant=plan.space, notes=notes,
@@ -152,6 +158,15 @@ class Backend:
         how = "suite-wide" if self.tuning.tuning_mode == "suite" else "alone"
         return (f"{space} space: tuned now ({how}): {record.trials} trials, {record.tune_s:.0f} s "
                 "of its own batches, saved to the database")
+
+
+def _warm_start(shipped: str | None, chosen: str) -> str:
+    """What the warm start did for a layer: nothing (no shipped schedule), or whether the
+    shipped schedule, measured here first, is still the best the database holds."""
+    if not shipped:
+        return ""
+    return "the shipped schedule is the best here" if shipped == chosen else \
+        "tuning here found a faster schedule than the shipped one"
 
 
 def _untuned_problem(db: Database, toolchain, budget: tuning.Budget) -> None:

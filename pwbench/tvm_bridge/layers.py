@@ -35,14 +35,27 @@ def plan(spec: ConvSpec, toolchain, space: str) -> spaces.Plan:
     return spaces.plan(spec, toolchain.target, space)
 
 
-def job(spec: ConvSpec, layer_plan: spaces.Plan) -> Job:
-    """The layer's tuning job: its tasks, weighted by how often the layer occurs in its network."""
+def job(spec: ConvSpec, layer_plan: spaces.Plan, warm: str = "") -> Job:
+    """The layer's tuning job: its tasks, weighted by how often the layer occurs in its network.
+    `warm`: a shipped schedule's knobs (warm.py), whose task goes first and whose point its task
+    measures first."""
     key = record_key(spec, layer_plan.space)
     if layer_plan.space == "default":
         return Job(key, [TaskDef(key, spec.id, _module(topi_conv.primfunc(spec)), "post-order-apply",
                                  "evolutionary", float(spec.count))])
+    tasks = sorted(layer_plan.tasks, key=lambda t: not warm.startswith(_blocks_text(t)))
     return Job(key, [TaskDef(key, t.name, _module(t.func()), functools.partial(spaces.space, t),
-                             "enumerate", float(spec.count)) for t in layer_plan.tasks])
+                             "enumerate", float(spec.count),
+                             first=functools.partial(_is_point, t, warm) if warm else None)
+                     for t in tasks])
+
+
+def _blocks_text(task: spaces.Task) -> str:
+    return f"ic_bn={task.ic_bn};oc_bn={task.oc_bn};"
+
+
+def _is_point(task: spaces.Task, text: str, schedule) -> bool:
+    return knobs_text(task, schedule) == text
 
 
 @dataclass

@@ -23,16 +23,13 @@ def _replay(mod, trace):
 MAX_POINTS = 1024  # an enumerated space larger than this is cut (the structured spaces: < 100)
 
 
-def enumeration(ms, model, batch: int, stop=lambda: False):
+def enumeration(ms, model, batch: int, stop=lambda: False, first=None):
     """A search strategy for small spaces whose only decisions are sample_categorical (the
     structured spaces): every point of every design space, unmeasured ones only, measured in the
     order the cost model ranks them once it has learnt (`model`: the session's XGBModel, shared
-    by every task of a suite); before that, a prior: one point of each design space in turn, the
-    widest register tile first. Returns None (the task is done) when the space is exhausted.
-
-    Why not the evolutionary search: on a space of 8-30 points it spends seconds per batch
-    mutating and re-sampling points it has already measured (on 2 cores, 2.5 s for each of many
-    empty batches), and never says it is done."""
+    by every task of a suite); before that, a prior: the points `first(schedule)` picks (a
+    warm start's shipped schedule), then one point of each design space in turn, the widest
+    register tile first. Returns None (the task is done) when the space is exhausted."""
     from tvm.ir.utils import derived_object
 
     @derived_object
@@ -53,7 +50,9 @@ def enumeration(ms, model, batch: int, stop=lambda: False):
             for space in design_spaces:
                 points.append([p for p in _points(mod, space.trace) if _key(p) not in measured])
             # the prior: interleave the design spaces, each from its widest tile
-            self.todo = [p for group in itertools.zip_longest(*points) for p in group if p is not None]
+            todo = [p for group in itertools.zip_longest(*points) for p in group if p is not None]
+            picked = [p for p in todo if first is not None and first(p)]
+            self.todo = picked + [p for p in todo if not any(p is q for q in picked)]
 
         def post_tuning(self) -> None:
             self.todo = []

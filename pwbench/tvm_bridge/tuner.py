@@ -62,6 +62,7 @@ class TaskDef:
     strategy: str = "evolutionary"  # or "enumerate" (search.enumeration: small spaces)
     weight: float = 1.0  # how much the task's latency counts (the layer's count in its network)
     batch: int = 0  # enumerate: candidates per round (0: Settings.enum_batch)
+    first: object = None  # enumerate: schedule -> bool, the points measured before any other
 
 
 class Stopped(Exception):
@@ -144,7 +145,8 @@ class Tuner:
 
     def _strategy(self, task: TaskDef, model, per_workload: int, stop):
         if task.strategy == "enumerate":
-            return search.enumeration(self.ms, model, task.batch or self.settings.enum_batch, stop)
+            return search.enumeration(self.ms, model, task.batch or self.settings.enum_batch, stop,
+                                      task.first)
         # a population far above what can be measured is search time spent on nothing:
         # 8 per trial of a workload, MetaSchedule's 512 from 64 trials on
         population = min(self.settings.population, max(64, 8 * per_workload))
