@@ -51,6 +51,7 @@ def make(isa: str, trials: int, threads: int, work: Path) -> None:
             outcome = layers.best(spec, db, plan)
             table[spec.id] = layers.knobs_text(outcome.task, outcome.schedule)
     path = warm.TABLES / f"x86-{isa}.json"
+    path.parent.mkdir(exist_ok=True)
     path.write_text(json.dumps({
         "isa": f"x86-{isa}", "tvm_target": given, "trials": trials, "threads": threads,
         "made": datetime.date.today().isoformat(), "cpu": target.facts()["hardware"],
