@@ -45,7 +45,7 @@ def kernels(kit) -> list[tuple[str, str, object]]:
         made.append((spec.name, "torch", conv))
         entry = kit.kernel(spec.id, "tvm")[0]
         library = str(bundles.library_path(kit.dir, entry))
-        tvm = runtime.load(Artifact.from_dict(spec, library, entry.artifact | {"device": "cuda"}), 1)
+        tvm = runtime.load_cuda(Artifact.from_dict(spec, library, entry.artifact | {"device": "cuda"}))
         made.append((spec.name, "tvm", tvm))
     for _, _, kernel in made:
         kernel.load(*kernel.spec.example_inputs("random", 1))

@@ -99,19 +99,22 @@ class CudaKernel(BufferKernel):
         return buffer.float().cpu().numpy()
 
 
-def load(artifact: Artifact, threads: int, index: int = 0):
-    """The artifact's kernel on this machine: its CPU (with `threads` threads) or its GPU `index`
-    (`Built.make` of a kernel run here: picklable as a partial of this and plain values)."""
+def load(artifact: Artifact, threads: int):
+    """The artifact's kernel on this machine's CPU, with `threads` threads (`Built.make` of a
+    kernel run here: picklable as a partial of this and plain values)."""
     if artifact.convention == "vm":
         return load_relax_kernel(artifact, threads)
-    if artifact.device == "cuda":
-        import torch  # first: its CUDA wheels bring libcudart.so.13, which TVM's CUDA library needs
-
-        torch.cuda.init()
-        enable_cuda()
-        return CudaKernel(artifact, _entry(artifact), index)
     set_threads(threads)
     return LocalKernel(artifact, _entry(artifact), tvm.cpu(0))
+
+
+def load_cuda(artifact: Artifact, index: int = 0):
+    """The artifact's kernel on this machine's GPU `index`."""
+    import torch  # first: its CUDA wheels bring libcudart.so.13, which TVM's CUDA library needs
+
+    torch.cuda.init()
+    enable_cuda()
+    return CudaKernel(artifact, _entry(artifact), index)
 
 
 def _entry(artifact: Artifact):

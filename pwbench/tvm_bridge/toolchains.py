@@ -142,7 +142,7 @@ class Cuda(Toolchain):
         self.index = index  # the GPU its kernels run on
 
     def make(self, artifact: Artifact):
-        return functools.partial(runtime.load, artifact, self.threads, self.index)
+        return functools.partial(runtime.load_cuda, artifact, self.index)
 
     def versions(self) -> dict:
         from pwbench.toolkits import cuda_toolkit_version
