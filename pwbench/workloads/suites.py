@@ -12,7 +12,7 @@ from pwbench.errors import UserError
 from pwbench.workloads.blocks import Block
 from pwbench.workloads.spec import ConvSpec, as_pair, pair_text
 
-SUITES_DIR = Path(__file__).resolve().parents[2] / "suites"
+SUITES_DIR = Path(__file__).resolve().parents[1] / "suites"  # pwbench/suites: in the wheel, or a link to suites/
 DEFAULT_SUITE = "default"
 
 _SPEC_FIELDS = {
@@ -50,10 +50,12 @@ def resolve(name_or_path: str) -> Path:
             raise UserError(f"suite file {path} does not exist")
         return path
     if not builtin.is_file():
-        raise UserError(
-            f"unknown suite {name_or_path!r}: choose one of {', '.join(builtin_suites())} "
-            "or give the path of a .toml suite file"
-        )
+        known = builtin_suites()
+        if not known:  # a package built without its data files
+            raise UserError(f"no builtin suites in {SUITES_DIR} (a broken installation of "
+                            "pwbench?): reinstall it, or give the path of a .toml suite file")
+        raise UserError(f"unknown suite {name_or_path!r}: choose one of {', '.join(known)} "
+                        "or give the path of a .toml suite file")
     return builtin
 
 
