@@ -34,9 +34,12 @@ def add_workload(parser, targets: str, threads: str) -> None:
     """What to run and where: shared by run and tune."""
     parser.add_argument("--target", default="cpu", help=f"{targets} (default: cpu)")
     parser.add_argument("--suite", default="default", help="a builtin suite name or a .toml path")
-    parser.add_argument("--filter", help="pandas query over layer columns, e.g. \"kind == 'depthwise'\"")
+    parser.add_argument("--filter", metavar="CONDITION",
+                        help="which layers: a condition over their columns, e.g. \"kind == "
+                             "'depthwise' and stride == 2\" (parsed, never run as code)")
     parser.add_argument("--batch", type=positive_int, help="override every layer's batch size")
     parser.add_argument("--layout", choices=("NCHW", "NHWC", "NCHW,NHWC"),
+                        metavar="NCHW|NHWC|NCHW,NHWC",  # argparse would show {NCHW,NHWC,NCHW,NHWC}
                         help="override every layer's layout; NCHW,NHWC: each layer in both")
     parser.add_argument("--dtype", choices=("float32", "float16", "bfloat16"),
                         help="override every layer's dtype")

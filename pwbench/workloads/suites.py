@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pwbench.errors import UserError
+from pwbench.workloads import layer_filter
 from pwbench.workloads.blocks import Block
 from pwbench.workloads.spec import ConvSpec, as_pair, pair_text
 
@@ -192,17 +193,6 @@ def _make_block(fields: dict, defaults: dict, overrides: dict) -> list:
 
 
 def select(specs, expr: str | None) -> list:
-    """Keep the layers for which a pandas query over their columns is true, e.g.
-    ``kind == 'depthwise' and stride == '2'`` (pairs are strings: '3', '1x7') or ``layer.str.contains('conv1')``."""
-    specs = list(specs)
-    if not expr:
-        return specs
-    import pandas as pd
-
-    frame = pd.DataFrame([s.describe() for s in specs])
-    try:
-        keep = frame.query(expr, engine="python").index
-    except Exception as exc:  # pandas raises many kinds for a bad expression
-        columns = ", ".join(frame.columns)
-        raise UserError(f"bad --filter {expr!r}: {exc}. Columns: {columns}") from None
-    return [specs[i] for i in keep]
+    """Keep the layers a --filter selects (workloads/layer_filter.py: parsed, never evaluated),
+    e.g. ``kind == 'depthwise' and stride == 2`` or ``layer.startswith('conv1')``."""
+    return layer_filter.select(specs, expr)
