@@ -148,7 +148,7 @@ def _other_suite(path):
 @pytest.mark.parametrize("make, args, message", [
     (None, [], "does not exist"),
     (lambda p: p.mkdir(), [], "not a pwbench run directory"),
-    (_bad_records, [], "malformed record"),
+    (_bad_records, [], "records.jsonl:1: not a pwbench record"),
     (_other_suite, [], "no kernel (spec id, backend, target) in common"),
     (lambda p: write_run(p, {}, seed=3), ["--threshold", "lots"], "--threshold expects a percentage"),
     (lambda p: write_run(p, {}, seed=3), ["--threshold=-5%"], "--threshold expects a percentage"),

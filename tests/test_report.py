@@ -262,7 +262,7 @@ def test_a_malformed_run_directory_is_one_clear_line_and_exit_2(case, tmp_path):
 
 @pytest.mark.cli
 @pytest.mark.parametrize("args, says", [
-    (["--peaks", "{tmp}/missing.toml"], "cannot read peaks file"),
+    (["--peaks", "{tmp}/missing.toml"], "peaks file"),
     (["--price", "nosuchhost=1.0"], "matches no run"),
     (["--watts", "vm cpu 1t=lots"], "expected a positive number"),
     ([str(RUNS / "pairs_1t")], "given twice"),

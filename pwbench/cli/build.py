@@ -7,7 +7,7 @@ import re
 import time
 from pathlib import Path
 
-from pwbench.cli.options import add_workload
+from pwbench.cli.options import add_workload, given_path
 
 
 def add(sub):
@@ -19,8 +19,8 @@ def add(sub):
     build.add_argument("--backend", default="tvm",
                        help="tvm (DLight schedules, default) or tvm-tuned (schedules from "
                             "--tuning-dir); comma-separated for both")
-    build.add_argument("--output", type=Path, required=True, metavar="DIR", help="bundle directory")
-    build.add_argument("--tuning-dir", type=Path, metavar="DIR",
+    build.add_argument("--output", type=given_path, required=True, metavar="DIR", help="bundle directory")
+    build.add_argument("--tuning-dir", type=given_path, metavar="DIR",
                        help="tvm-tuned: the tuning database (tuned on the GPU the bundle is for)")
     return build
 

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
-from pwbench.cli.options import add_db, positive_int
+from pwbench.cli.options import add_db, given_path, positive_int
 from pwbench.errors import UserError
 
 
 def add(sub):
     cmp = sub.add_parser("compare", help="regression verdict per kernel: exit 1 when NEW is slower or broken")
-    cmp.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR",
+    cmp.add_argument("runs", nargs="+", type=given_path, metavar="RUN_DIR",
                      help="BASE NEW, or only NEW with --against-history")
     cmp.add_argument("--threshold", default="5%", help="smallest change that counts (default 5%%)")
     cmp.add_argument("--count-threshold", default="2%",

@@ -15,7 +15,8 @@ import sys
 import time
 from pathlib import Path
 
-from pwbench.cli.options import positive_float, positive_int
+from pwbench.cli import signals
+from pwbench.cli.options import given_path, port_number, positive_float
 
 
 def add(sub):
@@ -25,11 +26,11 @@ def add(sub):
     fl.add_argument("--rpc-tracker", metavar="HOST:PORT",
                     help="the tracker to list (default: the local fleet's, else 127.0.0.1:9190)")
     fl.add_argument("--stop", action="store_true", help="local: stop the running local fleet")
-    fl.add_argument("--port", type=positive_int, default=9190, help="local: tracker port (default 9190)")
+    fl.add_argument("--port", type=port_number, default=9190, help="local: tracker port (default 9190)")
     fl.add_argument("--x86", type=int, default=1, metavar="N", help="local: x86 boards (default 1)")
     fl.add_argument("--aarch64", type=int, default=1, metavar="N",
                     help="local: emulated aarch64 boards under qemu (default 1; 0 for none)")
-    fl.add_argument("--aarch64-runtime", type=Path, metavar="DIR",
+    fl.add_argument("--aarch64-runtime", type=given_path, metavar="DIR",
                     help="local: the aarch64 Python + TVM made by scripts/setup_aarch64_runtime.sh "
                          "(default: $PWBENCH_AARCH64_RUNTIME, else <cache>/aarch64-runtime)")
     fl.add_argument("--qemu-cpu", metavar="CPU", help="local: the CPU qemu emulates (default max: "
@@ -38,7 +39,7 @@ def add(sub):
                     help="local: every process ends after this long, whatever happens (default 240)")
     fl.add_argument("--background", action="store_true",
                     help="local: return once the boards are registered (stop with --stop)")
-    fl.add_argument("--state-file", type=Path, help=argparse.SUPPRESS)  # tests: a fleet of their own
+    fl.add_argument("--state-file", type=given_path, help=argparse.SUPPRESS)  # tests: a fleet of their own
     return fl
 
 
@@ -136,10 +137,10 @@ def _local(args) -> int:
         console.print("the local fleet stopped (--stop, or its --minutes passed)")
         fleet.stop()
         return 0
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:
         stopped = fleet.stop()
         console.print(f"stopped the local fleet: {', '.join(stopped)}")
-        return 130
+        return signals.exit_status(stop)
     except BaseException:
         fleet.stop()
         raise
@@ -190,9 +191,9 @@ def run_fleet(args) -> int:
             problems.append(f"key {key}: {exc}")
             console.warn(f"key {key}: {exc}")
             continue
-        except KeyboardInterrupt:
-            print("pwbench: interrupted; every finished run is kept", file=sys.stderr)
-            return 130
+        except KeyboardInterrupt as stop:
+            print(f"pwbench: {signals.what(stop)}; every finished run is kept", file=sys.stderr)
+            return signals.exit_status(stop)
         console.summary(writer.rows)
         from pwbench.store import results
 

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import argparse
 import math
-from pathlib import Path
 
-from pwbench.cli.options import add_db
+from pwbench.cli.options import add_db, given_path
 from pwbench.errors import UserError
 
 
@@ -21,7 +20,7 @@ def add(sub):
     add_db(hist)
     hist_sub = hist.add_subparsers(dest="history_command", parser_class=Parser)
     hist_add = hist_sub.add_parser("add", help="record run directories in the history database")
-    hist_add.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR")
+    hist_add.add_argument("runs", nargs="+", type=given_path, metavar="RUN_DIR")
     add_db(hist_add, argparse.SUPPRESS)  # `history --db X add` and `history add --db X`
     return hist
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 from pathlib import Path
 
@@ -22,9 +23,24 @@ def positive_float(text: str) -> float:
         value = float(text)
     except ValueError:
         value = 0.0
-    if not value > 0:
+    if not 0 < value < math.inf:  # also false for NaN; inf would be written as JSON's non-word
         raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
     return value
+
+
+def port_number(text: str) -> int:
+    value = positive_int(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"expected a port number (1-65535), got {text!r}")
+    return value
+
+
+def given_path(text: str) -> Path:
+    """A file or directory named on the command line; '' would be the current folder (an
+    --output '' wrote a run into it), never what was meant."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("expected a path, got an empty name")
+    return Path(text)
 
 
 TRIALS = 64  # the default trials per layer (pwbench run's first look uses fewer)
@@ -56,7 +72,7 @@ def add_tuning(parser) -> None:
                         help=f"tvm-tuned: MetaSchedule trials per layer (default {TRIALS})")
     parser.add_argument("--tune-minutes", type=positive_float, metavar="M",
                         help="tvm-tuned: stop tuning after M minutes for the whole suite")
-    parser.add_argument("--tuning-dir", type=Path, metavar="DIR",
+    parser.add_argument("--tuning-dir", type=given_path, metavar="DIR",
                         help="tuning database root, or one database (default: <cache dir>/tuning)")
     parser.add_argument("--space", type=names, default=("structured",), metavar="S[,S]",
                         help="tvm-tuned design space(s): structured (default), default "
@@ -72,7 +88,7 @@ def names(text: str) -> tuple[str, ...]:
 
 
 def add_db(parser, default=None) -> None:
-    parser.add_argument("--db", type=Path, default=default, metavar="PATH",
+    parser.add_argument("--db", type=given_path, default=default, metavar="PATH",
                         help="history database (default: $PWBENCH_HISTORY, else results/history.sqlite)")
 
 

@@ -8,11 +8,10 @@ given, and a named suite gets the full defaults (torch only, 3 processes, 400 ms
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
-from pwbench.cli import EXIT_INTERRUPTED
-from pwbench.cli.options import (TRIALS, add_db, add_rpc, add_tuning, add_workload, positive_float,
-                                 positive_int, rpc_endpoint)
+from pwbench.cli import signals
+from pwbench.cli.options import (TRIALS, add_db, add_rpc, add_tuning, add_workload, given_path,
+                                 positive_float, positive_int, rpc_endpoint)
 
 # `pwbench run` without --suite: what its defaults are (see the module docstring and README)
 FIRST_LOOK = {"backend": "torch,torch-frozen,tvm-tuned", "processes": 2, "warmup_ms": 20.0,
@@ -33,9 +32,9 @@ def add(sub):
     run.set_defaults(suite=None, threads=None)
     run.add_argument("--backend", help="comma-separated backends (default: torch, and the backends "
                                        f"of --kernels; without --suite: {FIRST_LOOK['backend']})")
-    run.add_argument("--kernels", type=Path, metavar="DIR",
+    run.add_argument("--kernels", type=given_path, metavar="DIR",
                      help="run a kernel bundle made by 'pwbench build' (its layers and kernels)")
-    run.add_argument("--output", type=Path, help="run directory (default: results/<time>_<suite>_<target>)")
+    run.add_argument("--output", type=given_path, help="run directory (default: results/<time>_<suite>_<target>)")
     run.add_argument("--warmup-ms", type=positive_float,
                      help="warm-up per kernel and process (default 50; without --suite 20)")
     run.add_argument("--sample-ms", type=positive_float,
@@ -56,7 +55,7 @@ def add(sub):
                      help="hot (default), or cold: caches evicted before every sample")
     run.add_argument("--blocked", action=__import__("argparse").BooleanOptionalAction, default=True,
                      help="tvm-tuned: also time the blocked end-to-end variant (default: yes)")
-    run.add_argument("--peaks", type=Path, metavar="FILE",
+    run.add_argument("--peaks", type=given_path, metavar="FILE",
                      help="peak FLOP/s and bytes/s from a TOML/JSON file instead of measured ones")
     run.add_argument("--report", action="store_true", help="write RUN_DIR/report/index.html at the end")
     run.add_argument("--record", action="store_true", help="add the run to the history database (--db)")
@@ -88,6 +87,7 @@ def main(args) -> int:
 
     first_look = settings(args)[1]
     config = config_of(args)
+    history_db = _history(args)  # a bad --db fails now, not after everything was measured
     watch = console.RunProgress()
     plan = runner.plan(config, watch)
     if first_look:
@@ -97,17 +97,17 @@ def main(args) -> int:
             "trials per layer (give --suite for the full settings)")
     try:
         writer = watch.run(plan)
-    except KeyboardInterrupt:
-        print("pwbench: interrupted; every finished measurement is kept in the run directory",
-              file=sys.stderr)
-        return EXIT_INTERRUPTED
+    except KeyboardInterrupt as stop:
+        print(f"pwbench: {signals.what(stop)}; every finished measurement is kept in "
+              f"{plan.output}", file=sys.stderr)
+        return signals.exit_status(stop)
     console.summary(writer.rows)
     console.speedups(writer.rows)
     print(f"results: {writer.dir}")
-    if args.record:
+    if history_db is not None:
         from pwbench.store import history
 
-        run_id, _ = history.add(history.connect(args.db), writer.dir)
+        run_id, _ = history.add(history_db, writer.dir)
         print(f"recorded in {args.db or history.default_path()} as run {run_id}")
     if args.report:
         from pwbench import report
@@ -118,6 +118,15 @@ def main(args) -> int:
         print(f"pwbench: {failed} kernel(s) failed their check or could not run (see the error column)",
               file=sys.stderr)
     return 1 if failed else 0
+
+
+def _history(args):
+    """The history database --record will add the run to, opened (and checked) before the run."""
+    if not args.record:
+        return None
+    from pwbench.store import history
+
+    return history.connect(args.db)
 
 
 def config_of(args, **override):

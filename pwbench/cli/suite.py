@@ -7,7 +7,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from pwbench.cli.options import positive_int
+from pwbench.cli.options import given_path, positive_int
 
 
 def add(sub):
@@ -17,7 +17,7 @@ def add(sub):
     how = suite.add_subparsers(dest="source", required=True, parser_class=Parser)
     onnx = how.add_parser("from-onnx", help="every Conv of an ONNX model, shapes from ONNX shape "
                                             "inference")
-    onnx.add_argument("model", type=Path, help="an .onnx file")
+    onnx.add_argument("model", type=given_path, help="an .onnx file")
     onnx.add_argument("--dim", action="append", default=[], metavar="NAME=VALUE",
                       help="a value for a symbolic input dim other than the batch, e.g. H=224")
     tv = how.add_parser("from-torchvision", help="a torchvision classification model "
@@ -28,7 +28,7 @@ def add(sub):
     for parser in (onnx, tv):
         parser.add_argument("--batch", type=positive_int,
                             help="the value of a symbolic batch dim (default 1)")
-        parser.add_argument("--output", type=Path, metavar="FILE",
+        parser.add_argument("--output", type=given_path, metavar="FILE",
                             help="where to write the suite (default: stdout)")
     return suite
 

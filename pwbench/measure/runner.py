@@ -15,12 +15,11 @@ from __future__ import annotations
 
 import math
 import os
-import shutil
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
 
-from pwbench import backends, env, samples, targets
+from pwbench import backends, env, samples, scratch, targets
 from pwbench.analysis import roofline
 from pwbench.backends.base import Built, NoEvents, Options, Unsupported
 from pwbench.errors import UserError
@@ -96,15 +95,12 @@ class Plan:
     peaks: peaks.Peaks | None = None  # roofs for roofline_s / pct_of_roof
     warnings: list[str] = field(default_factory=list)
     valgrind: instructions.Valgrind | None = None  # the instruction clock's, else None
+    work_dir: Path | None = None  # the run's scratch (pwbench/scratch.py), made by execute
 
     @property
     def shapes(self) -> list[ConvSpec]:
         """The distinct shapes: a shape recurring under another name is measured once."""
         return list({s.id: s for s in self.specs}.values())
-
-    @property
-    def work_dir(self) -> Path:
-        return self.output / ".work"
 
 
 def plan(config: RunConfig, events=Quiet()) -> Plan:
@@ -148,7 +144,8 @@ def plan(config: RunConfig, events=Quiet()) -> Plan:
                                 f"'pwbench build --backend {name}'")
     targets.require_runnable(target)
     output = config.output or results.default_dir(suite.name, target.name)
-    options = Options(threads=config.threads, work_dir=output / ".work", trials=config.trials,
+    work_dir = scratch.new()  # not under output: see pwbench/scratch.py
+    options = Options(threads=config.threads, work_dir=work_dir, trials=config.trials,
                       tune_minutes=config.tune_minutes, tuning_dir=config.tuning_dir,
                       spaces=config.spaces, tuning_mode=config.tuning_mode, blocked=config.blocked,
                       clock=config.clock)
@@ -164,7 +161,7 @@ def plan(config: RunConfig, events=Quiet()) -> Plan:
     if target.emulated:
         warnings.append(f"target {target.name} is emulated: its times say nothing of real "
                         "hardware (rows are marked emulated); only its numerics count")
-    return Plan(config, suite, specs, target, made, output, given, warnings, valgrind)
+    return Plan(config, suite, specs, target, made, output, given, warnings, valgrind, work_dir)
 
 
 def _clock_defaults(config: RunConfig) -> RunConfig:
@@ -251,11 +248,15 @@ def execute(p: Plan, watch: Watcher = Quiet()) -> results.RunWriter:
     """Build, then measure every (shape, backend); lines are on disk as soon as measured."""
     ensure_peaks(p)
     writer = results.RunWriter(p.output, metadata(p))
+    scratch.claim(p.work_dir)
     try:
         jobs, lines = _build_all(p, writer, watch)
         _measure_all(p, jobs, lines, writer, watch)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # Ctrl-C, SIGTERM, SIGHUP (cli/signals.py)
         _finish(p, writer, "interrupted")
+        raise
+    except BaseException as exc:  # e.g. the disk under the run directory is full
+        _abandon(p, writer, exc)
         raise
     _finish(p, writer)
     return writer
@@ -263,7 +264,17 @@ def execute(p: Plan, watch: Watcher = Quiet()) -> results.RunWriter:
 
 def _finish(p: Plan, writer: results.RunWriter, status: str = "complete") -> None:
     writer.finish(status, decorate=lambda row: row | _roof(row, p))
-    shutil.rmtree(p.work_dir, ignore_errors=True)
+    scratch.remove(p.work_dir)
+
+
+def _abandon(p: Plan, writer: results.RunWriter, exc: BaseException) -> None:
+    """A run stopped by an error: marked failed with what it measured, as far as the disk lets."""
+    try:
+        writer.meta["error"] = str(exc) or type(exc).__name__
+        _finish(p, writer, "failed")
+    except Exception:  # noqa: BLE001 - records.jsonl already holds every measured line
+        pass
+    scratch.remove(p.work_dir)
 
 
 def _roof(row: dict, p: Plan) -> dict:

@@ -18,7 +18,6 @@ its CUDA; the GPU its schedules were tuned on) and the TVM runtime has its TVM v
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -114,10 +113,7 @@ def read(directory) -> Bundle:
     if not path.is_file():
         raise UserError(f"{directory} is not a kernel bundle (no {MANIFEST}); make one with "
                         "'pwbench build'")
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise UserError(f"{path} is unreadable: {str(exc)[:200]}") from None
+    data = files.parse_json(files.read_text(path, "kernel bundle manifest"), path)
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise UserError(f"{path} is not a pwbench kernel bundle manifest")
     if data.get("format_version", 0) > FORMAT_VERSION:

@@ -10,7 +10,6 @@ import datetime
 import importlib.metadata
 import json
 import platform
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -128,14 +127,8 @@ def save_cached(peaks: Peaks, target: Target, threads: int) -> None:
 def load_file(path) -> Peaks:
     """User-supplied peaks (TOML or JSON): flops_per_s and bytes_per_s in base units."""
     path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise UserError(f"cannot read peaks file {path}: {exc.strerror or exc}") from None
-    try:
-        data = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
-    except (ValueError, tomllib.TOMLDecodeError) as exc:
-        raise UserError(f"{path}: malformed peaks file: {exc}") from None
+    text = files.read_text(path, "peaks file")
+    data = files.parse_json(text, path) if path.suffix == ".json" else files.parse_toml(text, path)
     if isinstance(data, dict):
         data = data.get("peaks", data)
     return dataclasses.replace(Peaks.from_dict(data, str(path)), source=f"file {path}")

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import itertools
+import os
 import re
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
+from pwbench import files
 from pwbench.errors import UserError
 from pwbench.workloads import layer_filter
 from pwbench.workloads.blocks import Block
@@ -44,11 +45,10 @@ def builtin_suites() -> list[str]:
 def resolve(name_or_path: str) -> Path:
     path = Path(name_or_path)
     builtin = SUITES_DIR / f"{name_or_path}.toml"
-    # a file given by path; a builtin name wins over a directory of that name (a run directory
-    # called `blocks` must not hide the builtin suite)
-    if path.suffix == ".toml" or path.is_file() or (path.exists() and not builtin.is_file()):
-        if not path.is_file():
-            raise UserError(f"suite file {path} does not exist")
+    # a file given by path; a builtin name wins over anything else of that name (a run directory
+    # called `blocks` must not hide the builtin suite); `load` says what is wrong with the rest
+    given = path.suffix == ".toml" or os.path.lexists(path)
+    if path.is_file() or (given and not builtin.is_file()):
         return path
     if not builtin.is_file():
         known = builtin_suites()
@@ -65,11 +65,8 @@ def load(name_or_path: str = DEFAULT_SUITE, **overrides) -> Suite:
     A layout may be a list (`layout = ["NCHW", "NHWC"]` in [suite], or the override "NCHW,NHWC"):
     every layer that does not set its own is then measured in each, one after the other."""
     path = resolve(name_or_path)
-    text = path.read_text()
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise UserError(f"{path}: malformed TOML: {exc}") from None
+    text = files.read_text(path, "suite file")
+    data = files.parse_toml(text, path)
     head = data.get("suite", {})
     if not isinstance(head, dict) or set(head) - _SUITE_DEFAULTS - {"description"}:
         raise UserError(f"{path}: [suite] may only set description, {', '.join(sorted(_SUITE_DEFAULTS))}")
