@@ -8,7 +8,8 @@ It lives under the pwbench cache (`<cache>/scratch/<16 hex digits>`), not in the
 - A run killed outright (SIGKILL, a power cut) cannot remove its own scratch, which can be
   hundreds of MB. Each directory records its owner (host, process id, the process's start time);
   every new run removes the directories whose owner is gone.
-Where the cache cannot be written, the system's temporary directory takes its place.
+Where the cache cannot be written, the system's temporary directory takes its place
+(env.writable_dir).
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ import os
 import platform
 import secrets
 import shutil
-import tempfile
 from pathlib import Path
 
 from pwbench import env
@@ -27,26 +27,15 @@ from pwbench.errors import UserError
 OWNER = "owner.json"
 
 
-def roots() -> list[Path]:
-    uid = os.getuid() if hasattr(os, "getuid") else 0
-    return [env.cache_dir() / "scratch", Path(tempfile.gettempdir()) / f"pwbench-scratch-{uid}"]
-
-
 def new() -> Path:
     """Where a new scratch directory goes (`claim` makes it); stale ones are removed first."""
-    problems = []
-    for root in roots():
-        try:
-            root.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            problems.append(f"{root}: {exc.strerror or exc}")
-            continue
-        if os.access(root, os.W_OK | os.X_OK):
-            sweep(root)
-            return root / secrets.token_hex(8)
-        problems.append(f"{root}: not writable")
-    raise UserError(f"no writable scratch directory ({'; '.join(problems)}): set "
-                    "PWBENCH_CACHE_DIR or TMPDIR to a writable directory")
+    root = env.writable_dir("scratch")
+    if not os.access(root, os.W_OK | os.X_OK):
+        raise UserError(f"no writable scratch directory (the cache {env.cache_dir()} and the "
+                        "temporary directory are read-only): set PWBENCH_CACHE_DIR or TMPDIR to "
+                        "a writable directory")
+    sweep(root)
+    return root / secrets.token_hex(8)
 
 
 def claim(path: Path) -> None:

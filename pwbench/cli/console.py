@@ -31,12 +31,13 @@ class RunProgress:
 
     def run(self, plan):
         from pwbench.measure import runner
+        from pwbench.targets import peaks
 
         for warning in plan.warnings:
             warn(warning)
         runner.ensure_peaks(plan, lambda: console.print(
             f"measuring the peak FLOP/s and memory bandwidth of {plan.target.where} (a few seconds, "
-            "once: cached)"))
+            f"{peaks.cache_note()})"))
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                    TimeElapsedColumn())
         with Progress(*columns, console=console, transient=False) as self.bar:

@@ -12,7 +12,8 @@ def add(sub):
     rep.add_argument("--out", type=given_path, help="output directory (default: RUN_DIR/report for one run, "
                                               "results/report_<time> for several)")
     rep.add_argument("--peaks", type=given_path, metavar="FILE", help="replace every run's peaks (TOML/JSON)")
-    rep.add_argument("--baseline", default="torch", help="backend speedups are relative to (default: torch)")
+    rep.add_argument("--baseline", help="the backend speedups are relative to (default: torch "
+                                        "where a run measured it, else its first backend)")
     rep.add_argument("--machines", type=given_path, metavar="FILE",
                      help="TOML with price_per_hour and watts per machine ([[machine]] match = ...)")
     rep.add_argument("--price", action="append", default=[], metavar="MATCH=USD_PER_HOUR",

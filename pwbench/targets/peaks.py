@@ -107,6 +107,12 @@ def _cache_path(target: Target, threads: int) -> Path:
     return env.cache_dir() / "peaks" / f"{host}-{fingerprint(target, threads)}.json"
 
 
+def cache_note() -> str:
+    """What becomes of peaks measured now: 'once: cached', or why every run measures them."""
+    problem = env.cache_problem()
+    return "once: cached" if problem is None else f"every run: not cached, {problem}"
+
+
 def load_cached(target: Target, threads: int) -> Peaks | None:
     path = _cache_path(target, threads)
     try:
