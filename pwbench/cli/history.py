@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 
 from pwbench.cli.options import add_db, given_path
 from pwbench.errors import UserError
@@ -31,7 +32,7 @@ def main(args) -> int:
     if args.history_command == "add":
         conn = history.connect(args.db)
         for run in args.runs:
-            run_id, added = history.add(conn, run)
+            run_id, added = history.add(conn, run, warn=_warn)
             print(f"{run}: {'recorded as' if added else 'already recorded as'} run {run_id}")
         return 0
     conn = history.connect(args.db, create=False)
@@ -48,6 +49,10 @@ def main(args) -> int:
     else:
         print_table(frame, f"history: {args.layer}" if args.layer else "recorded runs")
     return 0
+
+
+def _warn(text: str) -> None:
+    print(f"pwbench: warning: {text}", file=sys.stderr)
 
 
 def print_table(frame, title: str) -> None:

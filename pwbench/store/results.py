@@ -32,6 +32,7 @@ CURVES = "tuning_curves.csv"
 # precision choice a backend records) is part of it.
 KERNEL_KEY = ("spec_id", "backend", "target", "variant", "cache", "clock")
 DEFAULTS = {"variant": "", "cache": "hot", "clock": "host"}  # what schema-1 runs measured
+INVOCATION = "invocation"  # rows of several runs read as one baseline: which run (not on disk)
 REQUIRED = ("suite", "layer", "spec_id", "kind", "batch", "in_channels", "out_channels", "height",
             "width", "kernel_size", "stride", "groups", "dtype", "count", "flops", "bytes",
             "intensity", "backend", "target", "threads", "median_s", "check")
@@ -205,7 +206,7 @@ def load_run(directory) -> Run:
     path = Path(directory)
     meta = _read_meta(path)
     records, warnings = _read_records(path)
-    records = _checked(path, records)
+    records = checked(path, records)
     warnings = _status_warnings(path, meta) + warnings
     counted = meta.get("rows")
     if isinstance(counted, int) and not isinstance(counted, bool) and counted != len(records):
@@ -230,7 +231,7 @@ TEXT = ("layer", "spec_id", "backend", "target", "check", "error", *DEFAULTS)
 SAMPLE_LISTS = ("samples_s", "samples_process", *(f"samples_{c}" for c in samples.COUNT_COLUMNS))
 
 
-def _checked(path: Path, records: pd.DataFrame, required=REQUIRED, numeric=NUMERIC) -> pd.DataFrame:
+def checked(path: Path, records: pd.DataFrame, required=REQUIRED, numeric=NUMERIC) -> pd.DataFrame:
     """Rows with the columns every reader needs, of the types it needs, or one UserError."""
     if records.empty:
         raise UserError(f"{path} holds no records (the run measured nothing)")
@@ -325,7 +326,7 @@ def _read_records(path: Path) -> tuple[pd.DataFrame, list[str]]:
     if not rows:
         return pd.DataFrame(), warnings
     numeric = [*(c for c in NUMERIC if c != "median_s"), "process", "number"]
-    lines = _checked(path, pd.DataFrame(rows), [], numeric)
+    lines = checked(path, pd.DataFrame(rows), [], numeric)
     return pd.DataFrame(pool(lines.to_dict("records"))), warnings
 
 
