@@ -154,6 +154,10 @@ class RunWriter:
             self._records.flush()
             os.fsync(self._records.fileno())
         except OSError as exc:  # a full disk, a quota, a vanished mount
+            try:  # closed now, so that nothing tries to flush what is left of the line again
+                self._records.close()
+            except OSError:
+                pass
             raise UserError(f"cannot write to {self.dir / RECORDS}: {exc.strerror or exc}; the "
                             f"{len(self.lines) - 1} line(s) measured before are kept there "
                             "(free space, or choose another --output)") from None
