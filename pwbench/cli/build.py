@@ -64,6 +64,7 @@ def main(args) -> int:
 
 def _build_all(layers, made, out: Path):
     """Every distinct shape with every backend; a kernel that fails is recorded and skipped."""
+    from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from pwbench.cli.console import console
@@ -84,7 +85,8 @@ def _build_all(layers, made, out: Path):
                     built = backend.build(spec)
                 except Exception as exc:  # one kernel that fails to build must not lose the rest
                     kernels.append(Kernel(spec.id, name, error=describe_error(exc)))
-                    console.print(f"[red]{spec.label} [{name}]:[/] {kernels[-1].error}", markup=True)
+                    console.print(f"[red]{escape(f'{spec.label} [{name}]')}:[/] "
+                                  f"{escape(kernels[-1].error)}", markup=True)
                 else:
                     for one in built if isinstance(built, list) else [built]:
                         texts[len(kernels)] = one.details

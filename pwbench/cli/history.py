@@ -56,6 +56,7 @@ def _warn(text: str) -> None:
 
 
 def print_table(frame, title: str) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
     from pwbench.cli.console import console
@@ -65,7 +66,7 @@ def print_table(frame, title: str) -> None:
     for col in frame.columns:
         table.add_column(col, justify="right" if frame[col].dtype.kind in "if" else "left")
     for rec in frame.itertuples(index=False):
-        table.add_row(*[_cell(col, value) for col, value in zip(frame.columns, rec)])
+        table.add_row(*[escape(_cell(col, value)) for col, value in zip(frame.columns, rec)])
     console.print(table)
 
 

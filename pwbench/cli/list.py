@@ -10,6 +10,7 @@ def add(sub):
 
 
 def main(args) -> int:
+    from rich.markup import escape
     from rich.table import Table
 
     from pwbench.cli.console import console
@@ -18,7 +19,7 @@ def main(args) -> int:
     for col in COLUMNS[args.what]:
         table.add_column(col)
     for row in ROWS[args.what]():
-        table.add_row(*row)
+        table.add_row(*map(escape, row))  # a suite's description is the user's text
     console.print(table)
     return 0
 

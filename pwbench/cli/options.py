@@ -35,6 +35,23 @@ def port_number(text: str) -> int:
     return value
 
 
+def nonempty(text: str) -> str:
+    """A name that must be given in full: an empty --suite ran the default suite without a word."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("expected a name, got an empty one")
+    return text
+
+
+def nonnegative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected 0 or a positive integer, got {text!r}")
+    return value
+
+
 def given_path(text: str) -> Path:
     """A file or directory named on the command line; '' would be the current folder (an
     --output '' wrote a run into it), never what was meant."""
@@ -49,7 +66,8 @@ TRIALS = 64  # the default trials per layer (pwbench run's first look uses fewer
 def add_workload(parser, targets: str, threads: str) -> None:
     """What to run and where: shared by run and tune."""
     parser.add_argument("--target", default="cpu", help=f"{targets} (default: cpu)")
-    parser.add_argument("--suite", default="default", help="a builtin suite name or a .toml path")
+    parser.add_argument("--suite", default="default", type=nonempty,
+                        help="a builtin suite name or a .toml path")
     parser.add_argument("--filter", metavar="CONDITION",
                         help="which layers: a condition over their columns, e.g. \"kind == "
                              "'depthwise' and stride == 2\" (parsed, never run as code)")

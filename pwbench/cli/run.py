@@ -10,6 +10,7 @@ from __future__ import annotations
 import sys
 
 from pwbench.cli import signals
+from pwbench.errors import UserError
 from pwbench.cli.options import (TRIALS, add_db, add_rpc, add_tuning, add_workload, given_path,
                                  positive_float, positive_int, rpc_endpoint)
 
@@ -135,7 +136,10 @@ def config_of(args, **override):
     from pwbench.workloads import suites
 
     chosen, _ = settings(args)
-    names = tuple(b.strip() for b in chosen["backend"].split(",") if b.strip())
+    names = tuple(dict.fromkeys(b.strip() for b in chosen["backend"].split(",") if b.strip()))
+    if not names:
+        raise UserError(f"--backend {chosen['backend']!r} names no backend (see 'pwbench list "
+                        "backends')")
     fields = dict(
         suite=args.suite or suites.DEFAULT_SUITE, target=args.target, kernels=args.kernels,
         backends=None if args.kernels and not args.backend else names, dtype=args.dtype,

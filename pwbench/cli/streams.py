@@ -33,6 +33,8 @@ class _Guarded:
         if self.error is None:
             try:
                 return self._stream.write(text)
+            except UnicodeEncodeError:  # a layer name in UTF-8 on an ASCII terminal (LANG=C)
+                return self.write(text.encode(self.encoding, "replace").decode(self.encoding))
             except OSError as exc:  # BrokenPipeError, ENOSPC, EIO, EBADF
                 self._failed(exc)
         return len(text)

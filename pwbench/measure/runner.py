@@ -32,6 +32,7 @@ from pwbench.workloads.spec import ConvSpec
 
 DEFAULT_PROCESSES = 3  # the fewest false alarms in A/A runs on a 2-core VM: README, Regression tracking
 KERNEL_TIMEOUT_S = 600.0  # a worker silent this long on one kernel is killed: an error row
+MAX_THREADS = 256  # or 16 per core: thread pools beyond that fail (torch's GEMM segfaulted)
 CLOCKS = ("time", "instructions")  # time: the clock each kernel brings (host, cuda-events)
 
 
@@ -154,14 +155,23 @@ def plan(config: RunConfig, events=Quiet()) -> Plan:
                    else classes[name](target, options, events))
             for name in names if name in from_kit or name in classes}
     given = peaks.load_file(config.peaks_file) if config.peaks_file else None
-    cores = target.facts().get("cores") or os.cpu_count() or 1
+    warnings += _hardware_warnings(config, target)
+    return Plan(config, suite, specs, target, made, output, given, warnings, valgrind, work_dir)
+
+
+def _hardware_warnings(config: RunConfig, target) -> list[str]:
+    """More threads than cores, an emulated board; far more threads than cores is refused."""
+    warnings, cores = [], target.facts().get("cores") or os.cpu_count() or 1
+    if config.threads > max(MAX_THREADS, 16 * cores):  # OpenMP's pool segfaulted at 100,000
+        raise UserError(f"--threads {config.threads} is far more than {target.where}'s {cores} "
+                        f"cores (at most {max(MAX_THREADS, 16 * cores)}): give --threads {cores}")
     if config.threads > cores:
         warnings.append(f"--threads {config.threads} is more than {target.where}'s {cores} "
                         "cores: threads will share cores and times will be noisy")
     if target.emulated:
         warnings.append(f"target {target.name} is emulated: its times say nothing of real "
                         "hardware (rows are marked emulated); only its numerics count")
-    return Plan(config, suite, specs, target, made, output, given, warnings, valgrind, work_dir)
+    return warnings
 
 
 def _clock_defaults(config: RunConfig) -> RunConfig:

@@ -18,6 +18,7 @@ its CUDA; the GPU its schedules were tuned on) and the TVM runtime has its TVM v
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -110,7 +111,7 @@ def read(directory) -> Bundle:
     """A bundle directory, validated; anything wrong with it is one line."""
     directory = Path(directory)
     path = directory / MANIFEST
-    if not path.is_file():
+    if not os.path.lexists(path):
         raise UserError(f"{directory} is not a kernel bundle (no {MANIFEST}); make one with "
                         "'pwbench build'")
     data = files.parse_json(files.read_text(path, "kernel bundle manifest"), path)

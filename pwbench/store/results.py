@@ -134,13 +134,17 @@ def _isnan(value) -> bool:
 class RunWriter:
     def __init__(self, directory: Path, meta: dict):
         self.dir = Path(directory)
-        if (self.dir / RECORDS).exists():
-            raise UserError(f"{self.dir} already holds a run; choose another --output")
+        taken = f"{self.dir} already holds a run; choose another --output"
+        if os.path.lexists(self.dir / RECORDS):
+            raise UserError(taken)
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
+            # "x": created here or refused, so two runs started at once never share the file
+            self._records = open(self.dir / RECORDS, "x", encoding="utf-8")
             self.meta = {"schema_version": SCHEMA_VERSION, "status": "running", **meta}
             self._write_meta()
-            self._records = open(self.dir / RECORDS, "a", encoding="utf-8")
+        except FileExistsError:
+            raise UserError(taken) from None
         except OSError as exc:
             raise UserError(f"cannot write results to {self.dir}: {exc.strerror or exc}; "
                             "choose another --output") from None
@@ -255,6 +259,9 @@ def checked(path: Path, records: pd.DataFrame, required=REQUIRED, numeric=NUMERI
         _refuse(path, records[column], ~records[column].map(_is_text), "not text")
     for column in (c for c in SAMPLE_LISTS if c in records):
         _refuse(path, records[column], ~records[column].map(_is_numbers), "not a list of numbers")
+    if "samples_s" in records:  # times: a log is taken of every one
+        _refuse(path, records["samples_s"], ~records["samples_s"].map(_are_times),
+                "not a list of positive, finite times")
     return records
 
 
@@ -277,6 +284,13 @@ def _is_numbers(value) -> bool:
         return value.ndim == 1 and (value.size == 0 or value.dtype.kind in "iuf")
     return isinstance(value, (list, tuple)) and all(
         isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+
+
+def _are_times(value) -> bool:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return True
+    times = np.asarray(value, dtype=float)
+    return bool(np.all(np.isfinite(times) & (times > 0)))
 
 
 def normalize(records: pd.DataFrame) -> pd.DataFrame:

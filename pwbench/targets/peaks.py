@@ -9,6 +9,7 @@ import dataclasses
 import datetime
 import importlib.metadata
 import json
+import math
 import platform
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,7 +57,7 @@ class Peaks:
             raise UserError(f"{where}: peaks must be a table with flops_per_s and bytes_per_s")
         for key in ("flops_per_s", "bytes_per_s"):
             value = data.get(key)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
                 raise UserError(f"{where}: {key} must be a positive number (base units: FLOP/s, "
                                 f"bytes/s), got {value!r}")
         unknown = set(data) - {f.name for f in dataclasses.fields(cls)}
