@@ -117,6 +117,67 @@ def test_bad_input_is_one_line_and_nothing_runs(make, status, says, tmp_path):
         assert (tmp_path / "keep.toml").read_text() == "mine"
 
 
+LAYER = "[[layer]]\nname = {name}\nin_channels = 8\nout_channels = 8\nsize = 8\n"
+SWEEP = "[[sweep]]\nname = '{name}'\nin_channels = {values}\nout_channels = 8\nsize = 8\n"
+# found by the hostile pass of issue 24 (its report lists all 150 cases)
+FOUND = {
+    "empty suite name": (lambda t: ["run", "--suite", ""], "expected a name, got an empty one"),
+    "empty backend": (lambda t: ["run", "--backend", ""], "--backend '' names no backend"),
+    "sweep of 10^6 layers": (lambda t: ["run", "--suite", written(t / "s.toml", SWEEP.format(
+        name="l", values=list(range(1, 1001))).replace("out_channels = 8", "out_channels = "
+        + str(list(range(1, 1001)))))], "this sweep makes 1000000 layers, more than the 10000"),
+    "name template reads attributes": (lambda t: ["run", "--suite", written(t / "s.toml", SWEEP.format(
+        name="{size.__class__.__mro__}", values=[8]))], "is not a field name"),
+    "[layer] for [[layer]]": (lambda t: ["run", "--suite", written(
+        t / "s.toml", "[layer]\nin_channels = 8\n")], "layer must be written [[layer]]"),
+    "description a number": (lambda t: ["run", "--suite", written(
+        t / "s.toml", "[suite]\ndescription = 5\n" + LAYER.format(name="'x'"))],
+                             "description must be text"),
+    "peaks inf": (lambda t: ["run", "--peaks", written(t / "p.toml", "flops_per_s = inf\n"
+                                                       "bytes_per_s = 1e9\n")], "got inf"),
+    "samples of zero seconds": (lambda t: ["compare", write_run(t / "a", {}, seed=1), _samples(
+        t / "b", [0.0] * 5)], "samples_s is not a list of positive, finite times"),
+    "threads 100000": (lambda t: ["run", "--suite", written(t / "s.toml", TINY), "--backend",
+                                  "torch", "--threads", "100000"], "is far more than"),
+    "fleet with no board": (lambda t: ["fleet", "local", "--x86", "0", "--aarch64", "0"],
+                            "would start a tracker with no board"),
+    "fleet with -1 boards": (lambda t: ["fleet", "local", "--x86", "-1"],
+                             "expected 0 or a positive integer"),
+    "bundle manifest a FIFO": (lambda t: ["run", "--kernels", (t / "k").mkdir() or fifo(
+        t / "k" / "manifest.json").parent], "manifest.json is not a regular file"),
+}
+
+
+@pytest.mark.parametrize("make, says", FOUND.values(), ids=FOUND.keys())
+def test_what_the_hostile_pass_found_is_one_line(make, says, tmp_path):
+    args = make(tmp_path)
+    one_line(pwbench(*args, "--output", tmp_path / "r") if args[0] == "run" else pwbench(*args),
+             2, says)
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("name", ["[/]", "[bold red]x", "Schicht ü 層"])
+def test_layer_names_are_shown_as_written(name, tmp_path):
+    """Rich markup in a name is text, and a name a terminal cannot encode (LANG=C) is replaced,
+    not a crash after everything was measured."""
+    suite = written(tmp_path / "s.toml", LAYER.format(name=json.dumps(name)))
+    proc = subprocess.run([PWBENCH, "run", "--suite", suite, "--output", tmp_path / "r", *FAST],
+                          capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONIOENCODING": "ascii", "LC_ALL": "C"})
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    assert name.encode("ascii", "replace").decode() in proc.stdout
+    assert json.loads((tmp_path / "r" / "meta.json").read_text())["rows"] == 1
+
+
+def test_a_float64_layer_is_measured_by_torch(tmp_path):
+    """An ONNX model of doubles gives float64 layers: torch measured none of them (KeyError)."""
+    suite = written(tmp_path / "s.toml", LAYER.format(name="'d'") + "dtype = 'float64'\n")
+    proc = pwbench("run", "--suite", suite, "--output", tmp_path / "r", *FAST, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    row = json.loads((tmp_path / "r" / "records.jsonl").read_text())
+    assert row["dtype"] == "float64" and row["check"] == "passed" and row["samples_s"]
+
+
 def test_layout_help_names_each_choice_once():
     help_text = pwbench("run", "--help").stdout
     assert "--layout NCHW|NHWC|NCHW,NHWC" in help_text and "{NCHW,NHWC,NCHW,NHWC}" not in help_text
