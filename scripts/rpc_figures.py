@@ -48,29 +48,33 @@ def load() -> str:
 
 
 def local_vs_rpc(work: Path, rounds: int) -> None:
-    from pwbench.tvm_bridge import runtime
+    """One structured kernel (the space's first point for this CPU, no tuning), exported once as
+    an artifact and loaded here and on a loopback board: the same library either way."""
+    import tvm
 
-    spec = ConvSpec(1, 64, 64, 28, 28)  # untuned 1x1 64->64 @28x28: a few ms, single-threaded
+    from pwbench.measure.clocks import EvaluatorClock
+    from pwbench.tvm_bridge import board, runtime, spaces
+    from pwbench.tvm_bridge.kernel import Artifact
+
+    spec = ConvSpec(1, 64, 64, 28, 28, 3, 1, 1)  # 3x3 64->64 @28x28: about a millisecond
     fleet = local_fleet.new(work / "f1.json", lifetime_s=1800, log_dir=work / "f1-logs")
     try:
         fleet.start_tracker(local_fleet.free_port())
         fleet.start_server("x86")
         fleet.wait({"x86": 1})
-        here = targets.resolve("cpu")
-        there = targets.resolve("cpu", Endpoint("127.0.0.1", fleet.tracker_port, "x86"))
-        local_built = tvm_backend.Backend(here, Options(threads=1, work_dir=work)).build(spec)
-        remote_built = tvm_backend.Backend(there, Options(threads=1, work_dir=work / "r")).build(spec)
-        local = local_built.make()
-        runtime.set_threads(1)
+        here = targets.resolve("cpu").toolchain(1)
+        task = spaces.tasks(spec, here.target)[0]
+        schedule = spaces.fixed(task, task.structures[0], task.reg_choices[0])
+        library = here.export(tvm.compile(schedule.mod, target=tvm.target.Target(here.target)),
+                              work / "structured.so")
+        artifact = Artifact(spec, str(library), task.packing)
+        endpoint = Endpoint("127.0.0.1", fleet.tracker_port, "x86")
+        local = runtime.load(artifact, 1)
         assert verify.check(local, spec).passed
-        import tvm
-
-        from pwbench.tvm_bridge import rpc
-
-        module = tvm.runtime.load_module(local_built.make.args[1])
-        evaluator = rpc.EvaluatorClock(module, tvm.cpu(0), (local.x, local.w, local.y))
+        module = tvm.runtime.load_module(str(library))
+        evaluator = EvaluatorClock(board.Timer(module, tvm.cpu(0), (local.x, local.w, local.y), "main"))
         print(f"\n### 1. The same kernel timed locally and through a loopback RPC server\n\n"
-              f"{spec.label} (TVM untuned), 1 thread, budgets {BUDGET.warmup_ms:.0f} ms warm-up + "
+              f"{spec.label} (a structured kernel, {spaces.knobs(schedule)[0].text}), 1 thread, budgets {BUDGET.warmup_ms:.0f} ms warm-up + "
               f"{BUDGET.sample_ms:.0f} ms samples, {rounds} rounds, the order rotated each round; "
               f"{load()}\n\nlocal: the host clock a worker uses for this machine's rows; local "
               "evaluator: TVM's time_evaluator in this process; RPC: time_evaluator on the board "
@@ -80,7 +84,7 @@ def local_vs_rpc(work: Path, rounds: int) -> None:
         print("| --- | --- | --- | --- | --- | --- |")
         medians = {"local": [], "evaluator": [], "rpc": []}
         for r in range(rounds):
-            remote = remote_built.make()
+            remote = board.load(artifact, 1, endpoint)
             try:
                 assert verify.check(remote, spec).passed
                 clocks = [("local", local.clock), ("evaluator", evaluator), ("rpc", remote.clock)]
@@ -104,7 +108,7 @@ def local_vs_rpc(work: Path, rounds: int) -> None:
 
 
 def tuning(work: Path, trials: int) -> None:
-    from pwbench.tvm_bridge import compiler
+    from pwbench.tvm_bridge import layers, tuner
 
     spec = ConvSpec(1, 32, 64, 28, 28)  # 1x1 32->64 @28x28 NCHW
     fleet = local_fleet.new(work / "f2.json", lifetime_s=3600, log_dir=work / "f2-logs")
@@ -115,20 +119,23 @@ def tuning(work: Path, trials: int) -> None:
             fleet.start_server("two", stock=True)
         fleet.wait({"one": 1, "two": 2})
         print(f"\n### 2. {trials} tuning trials of {spec.label} with 1 and 2 loopback servers\n\n"
-              f"MetaSchedule (xgb cost model, batches of 32), candidates built here as linked .so, "
-              f"measured on the boards (RPCRunner, one worker per board), 1 thread; {load()}\n")
+              f"MetaSchedule's default space (xgb cost model, batches of 32) through the one tuner "
+              f"with the board's toolchain: candidates built here as linked .so, measured on the "
+              f"boards (RPCRunner, one worker per board), 1 thread; {load()}\n")
         print("| servers | wall time | of it: waiting for the runner | building | valid trials | "
               "best (tuner) | load average after |")
         print("| --- | --- | --- | --- | --- | --- | --- |")
         from tvm.s_tir import meta_schedule as ms
 
         for key, n in (("one", 1), ("two", 2)):
-            board = targets.resolve("cpu", Endpoint("127.0.0.1", fleet.tracker_port, key))
+            chain = targets.resolve("cpu", Endpoint("127.0.0.1", fleet.tracker_port, key)).toolchain(1)
+            job = layers.job(spec, layers.plan(spec, chain, "default"))
+            session = tuner.Tuner(chain, work / f"db-{key}", 1)
             measured = []
             start = time.monotonic()
             with ms.Profiler() as profiler:
-                compiler.tune(spec, board.tvm_target(1), work / f"db-{key}", trials, 1,
-                              lambda s: measured.extend(s) or True, board=board)
+                session.tune(job.tasks, trials, lambda t, s, _: measured.extend(s) or True)
+            session.close()
             wall = time.monotonic() - start
             stats = {k: float(v) for k, v in profiler.get().items()}
             valid = [s for s in measured if s is not None]

@@ -3,10 +3,11 @@ settings of the structured spaces, measured with --repeats fresh tuning database
 Prints, per cell, the tuning wall seconds per layer (median and range over repeats, worker
 start included) and the kernels found: the geomean over layers of each layer's best kernel,
 re-timed (time_evaluator, min of 10), relative to the best any cell found for that layer
-(1.00 = as good as the best). The defaults of pwbench/tvm_bridge/tuning.Settings come from it.
+(1.00 = as good as the best). The defaults of pwbench/tvm_bridge/tuner.Settings come from it.
 
     python scripts/suite_tuning.py                         # modes x spaces, 4 layers, 64 trials
-    python scripts/suite_tuning.py --grid settings         # structured, suite-wide: batch, cost model, builder
+    python scripts/suite_tuning.py --grid settings         # structured, suite-wide: batch, cost model
+    python scripts/suite_tuning.py --grid search           # default space: batch, population, flush
     python scripts/suite_tuning.py --quick                 # 2 layers, 4 trials, 1 repeat: checks it works
 
 Run it on a quiet machine; it prints the load average before and after each cell.
@@ -25,7 +26,8 @@ import time
 from pathlib import Path
 
 from pwbench import targets
-from pwbench.tvm_bridge import database, spaces, tuning
+from pwbench.tvm_bridge import layers, tuner, tuning
+from pwbench.tvm_bridge.database import Database
 from pwbench.workloads.spec import ConvSpec
 
 LAYERS = [ConvSpec(1, 24, 144, 56, 56, name="mb2 pw 24->144 @56"),
@@ -34,29 +36,29 @@ LAYERS = [ConvSpec(1, 24, 144, 56, 56, name="mb2 pw 24->144 @56"),
           ConvSpec(1, 256, 256, 14, 14, 3, 1, 1, name="r50 3x3 256 @14")]
 MODES = [("layer", "default", {}), ("suite", "default", {}),
          ("layer", "structured", {}), ("suite", "structured", {})]
-SETTINGS = [("suite", "structured", dict(enum_batch=b, cost_model=c, builder=k))
-            for b in (2, 4, 8) for c in ("none", "xgb") for k in ("here", "pool")]
+SETTINGS = [("suite", "structured", dict(enum_batch=b, cost_model=c))
+            for b in (2, 4, 8) for c in ("none", "xgb")]
+SEARCH = [("layer", "default", dict(batch=b, population=p, cache_flush=f))
+          for b, p, f in ((32, 512, False), (16, 512, False), (64, 512, False), (32, 2048, False),
+                          (32, 512, True))]
 
 
 def tune_cell(mode, space, settings, specs, trials, threads, root: Path) -> tuple[float, dict]:
     """Seconds of wall time for the whole tuning, and each layer's best re-timed seconds."""
     cpu = targets.resolve("cpu")
-    db = database.Database(root, cpu.tvm_target(threads), cpu.fingerprint_facts())
-    db.tuner(threads, dataclasses.replace(tuning.Settings(), **settings))
-    budget = database.Budget(trials)
+    chain = cpu.toolchain(threads)
+    db = Database(root, chain.target, cpu.tuning_facts())
+    session = tuning.Session(db, chain, threads, dataclasses.replace(tuner.Settings(), **settings))
+    budget = tuning.Budget(trials)
+    plans = {spec.id: layers.plan(spec, chain, space) for spec in specs}
+    jobs = [layers.job(spec, plans[spec.id]) for spec in specs]
     start = time.monotonic()
-    if mode == "suite":
-        database.tune_suite(specs, db, budget, threads, space)
-    else:
-        for spec in specs:
-            database.ensure_tuned(spec, db, budget, threads, space=space)
+    for chosen in ([jobs] if mode == "suite" else [[job] for job in jobs]):
+        session.tune(chosen, budget)
     wall = time.monotonic() - start
-    db.close()
-    best = {}
-    for spec in specs:
-        outcome = database.outcome(spec, db, spaces.plan(spec, db.target, space), "database")
-        best[spec.label] = tuning.time_schedule(outcome.schedule, db.target)
-    return wall, best
+    session.close()
+    return wall, {spec.label: layers.time_here(layers.best(spec, db, plans[spec.id]).schedule, chain)
+                  for spec in specs}
 
 
 def load() -> str:
@@ -65,7 +67,7 @@ def load() -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--grid", choices=("modes", "settings"), default="modes")
+    parser.add_argument("--grid", choices=("modes", "settings", "search"), default="modes")
     parser.add_argument("--trials", type=int, default=64, help="trials per layer")
     parser.add_argument("--layers", type=int, default=len(LAYERS))
     parser.add_argument("--repeats", type=int, default=3)
@@ -75,7 +77,7 @@ def main() -> None:
     os.environ["TVM_NUM_THREADS"] = str(args.threads)
     specs = LAYERS[:2] if args.quick else LAYERS[:args.layers]
     trials, repeats = (4, 1) if args.quick else (args.trials, args.repeats)
-    cells = MODES if args.grid == "modes" else SETTINGS
+    cells = {"modes": MODES, "settings": SETTINGS, "search": SEARCH}[args.grid]
     results = {}
     for cell in cells:
         mode, space, settings = cell

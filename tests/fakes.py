@@ -19,6 +19,7 @@ from pwbench.targets.base import Target
 from pwbench.targets.host import HostCPU, last_level_cache_bytes
 
 SECONDS_PER_CALL = 1e-3
+POISONED = False  # set in a worker by a kernel that leaves its "device" unusable (sticky error)
 
 
 class FakeTarget(Target):
@@ -34,6 +35,9 @@ class FakeTarget(Target):
 
     def evict(self) -> None:
         FakeTarget.cold = True
+
+    def device_problem(self) -> str | None:
+        return "a sticky fake-device error" if POISONED else None
 
     def measure_peaks(self, threads: int):
         return peaks.Peaks(1e12, 1e11, "given", "given", target=self.name, threads=threads)
@@ -62,8 +66,10 @@ class ReferenceKernel:
         self.x, self.w = x.copy(), w.copy()
 
     def __call__(self):
+        global POISONED
         if self.crash == "hang":
             time.sleep(3600)
+        POISONED = POISONED or self.crash == "poison"  # as a CUDA kernel's illegal address
         self.y = self.spec.reference(self.x, self.w)
 
     def result(self):
@@ -111,7 +117,12 @@ class HangingBackend(FakeBackend):
     crash = "hang"
 
 
-for cls in (FakeBackend, WrongBackend, CrashingBackend, HangingBackend):
+class PoisoningBackend(FakeBackend):
+    name = "fake-poison"
+    crash = "poison"
+
+
+for cls in (FakeBackend, WrongBackend, CrashingBackend, HangingBackend, PoisoningBackend):
     backends.register(backends.BackendInfo(cls.name, f"{__name__}:{cls.__name__}", (), "fake",
                                            "a test backend"))
 

@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import shutil
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -152,49 +150,11 @@ def test_every_layer_kind_cross_compiles_to_an_aarch64_library(core, tmp_path):
     backend = tvm_backend.Backend(board, Options(threads=2, work_dir=tmp_path))
     for name, spec in _layers().items():
         built = backend.build(spec)
-        head = Path(built.make.args[1]).read_bytes()[:20]  # make = partial(load, spec, library, ...)
+        head = Path(built.artifact.library).read_bytes()[:20]
         assert head[:4] == b"\x7fELF" and int.from_bytes(head[18:20], "little") == EM_AARCH64, name
 
 
 # ---- on the emulated aarch64 board (qemu) ------------------------------------------------------
-def _runtime_or_skip():
-    from pwbench.targets import local_fleet
-
-    runtime = local_fleet.aarch64_runtime()
-    problem = (local_fleet.aarch64_problem(runtime) if HAVE_TVM else "apache-tvm is not installed") \
-        or (None if shutil.which(boards_mod.CROSS_COMPILER) else "aarch64-linux-gnu-gcc is missing")
-    if problem:
-        if os.environ.get("PWBENCH_REQUIRE_AARCH64") == "1":
-            pytest.fail(f"PWBENCH_REQUIRE_AARCH64=1 but {problem}")
-        pytest.skip(problem)
-    return runtime
-
-
-@pytest.fixture(scope="module")
-def emulated(tmp_path_factory):
-    """`pwbench fleet local --background` (a tracker, an x86 board, the emulated aarch64 board),
-    stopped with `pwbench fleet local --stop` at the end."""
-    runtime = _runtime_or_skip()
-    from pwbench.targets import local_fleet
-
-    tmp = tmp_path_factory.mktemp("emulated")
-    state, port = tmp / "fleet.json", local_fleet.free_port()
-    env = dict(os.environ, PWBENCH_CACHE_DIR=str(tmp / "cache"), PWBENCH_AARCH64_RUNTIME=str(runtime))
-    common = ["--state-file", state]
-    start = time.monotonic()
-    proc = run_pwbench("fleet", "local", "--background", "--port", port, "--minutes", 20, *common,
-                       env=env, timeout=400)
-    try:
-        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-        print(f"emulated fleet up in {time.monotonic() - start:.0f} s")
-        yield {"tracker": f"127.0.0.1:{port}", "port": port, "env": env, "tmp": tmp}
-    finally:
-        stop = run_pwbench("fleet", "local", "--stop", *common, env=env, timeout=60)
-        assert stop.returncode == 0 and "stopped the local fleet" in stop.stdout, stop.stdout
-        fleet = local_fleet.Fleet.load(state)
-        assert fleet is None, "the state file is removed once everything is stopped"
-
-
 def _check_on_board(board, spec, tmp_path):
     from pwbench.backends import tvm_backend
     from pwbench.backends.base import Options
@@ -249,3 +209,31 @@ def test_a_fleet_run_marks_emulated_rows_and_the_report_warns_before_ranking(emu
     assert "timed on an emulated board" in proc.stdout
     page = (out / "report" / "index.html").read_text()
     assert page.index("timed on an emulated board") < page.index("Network latency per machine")
+
+
+@pytest.mark.cross
+@pytest.mark.cli
+def test_structured_kernels_are_tuned_on_the_emulated_board_and_exact_in_both_layouts(emulated):
+    """tvm-tuned on a NEON board: the structured space at 4 lanes, its candidates measured on
+    the board by MetaSchedule's RPC runner, every kernel then verified there."""
+    suite = emulated["tmp"] / "kinds.toml"
+    suite.write_text("\n".join([
+        '[suite]\nlayout = ["NCHW", "NHWC"]',
+        '[[layer]]\nname = "pw"\nin_channels = 8\nout_channels = 12\nsize = 5',
+        '[[layer]]\nname = "dw"\nin_channels = 8\ndepthwise = true\nsize = 7\nkernel_size = 3\n'
+        'padding = 1\nstride = 2',
+        '[[layer]]\nname = "full"\nin_channels = 4\nout_channels = 8\nsize = 6\nkernel_size = 3\n'
+        'padding = 1']) + "\n")
+    out = emulated["tmp"] / "tuned-on-board"
+    proc = run_pwbench("run", "--target", "arm", "--rpc-tracker", emulated["tracker"], "--rpc-key",
+                       "aarch64-qemu", "--suite", suite, "--backend", "tvm-tuned", "--trials", "2",
+                       "--threads", "1", "--processes", "1", "--warmup-ms", "5", "--sample-ms", "20",
+                       "--tuning-dir", emulated["tmp"] / "board-db", "--output", out,
+                       env=emulated["env"], timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rows = pd.read_parquet(out / "records.parquet")
+    assert set(rows["check"]) == {"passed"} and set(rows["space"]) == {"structured"}
+    assert set(rows["tuning"]) == {"tuned"} and set(rows["clock"]) == {"time_evaluator"}
+    assert {(r["layer"], r["layout"]) for _, r in rows.iterrows()} == {
+        (layer, layout) for layer in ("pw", "dw", "full") for layout in ("NCHW", "NHWC")}
+    assert all(json.loads(t)["mtriple"] == "aarch64-linux-gnu" for t in rows["target_string"])

@@ -37,10 +37,13 @@ WHOLE_GRAPH = [pytest.param("onnxruntime", marks=pytest.mark.skipif(not HAVE_ORT
                pytest.param("tvm-relax", marks=pytest.mark.skipif(not HAVE_RELAX, reason="needs tvm"))]
 
 
-def backend(name, tmp_path, **options):
+def backend(name, tmp_path, **tuning):
+    from pwbench.backends.tuning_options import TuningOptions
+
     target = targets.resolve("cpu")
     cls = backends.backend_class(name, target)
-    return cls(target, Options(threads=2, work_dir=tmp_path, **options), NoEvents())
+    extra = {TuningOptions.group: TuningOptions(**tuning)} if tuning else {}
+    return cls(target, Options(threads=2, work_dir=tmp_path, extra=extra), NoEvents())
 
 
 @pytest.mark.parametrize("name", WHOLE_GRAPH)
@@ -142,7 +145,11 @@ def test_tune_relax_writes_a_database_of_the_same_kind_as_layers(tuned):
     assert first.columns["tuning_tasks"] == 2 and first.columns["tuned_primfuncs"] == "2/2"
     layers = json.loads((db / "layers.json").read_text())
     # per task; keyed apart from a TOPI layer's record (the same conv is another PrimFunc there)
-    assert list(layers) == [f"relax:{tuned['block'].id}"] and layers[list(layers)[0]]["trials"] == TRIALS
+    assert list(layers) == [f"relax:{tuned['block'].id}@structured"]
+    assert layers[list(layers)[0]]["trials"] == TRIALS
+    # each conv in the structured space, its ReLU computed where the output is stored
+    assert first.columns["space"] == "structured"
+    assert "fused_pwbench_structured_conv0_relu" in first.notes[0]
     stored = json.loads((db / "fingerprint.json").read_text())
     assert stored["target_string"] == first.columns["target_string"]
     assert len(tuned["records"].splitlines()) == 2 * TRIALS  # every measured candidate
@@ -188,7 +195,7 @@ def test_tune_takes_blocks_through_relax_and_says_tvm_tuned_does_not(tuned, caps
     assert row.rstrip(" │").endswith("database"), out  # tuned by the fixture already
     assert cli.main(["tune", *common]) == 0
     out = capsys.readouterr().out
-    assert "not tuned: a separable block (tune blocks with --backend tvm-relax-tuned)" in out
+    assert "not tuned: tvm-tuned tunes single convs" in out
 
 
 def test_a_missing_onnxruntime_disables_only_that_backend_and_names_the_extra(monkeypatch):
@@ -202,39 +209,3 @@ def test_a_missing_onnxruntime_disables_only_that_backend_and_names_the_extra(mo
         backends.backend_class("onnxruntime", targets.resolve("cpu"))
     with pytest.raises(UserError, match="backend tvm-relax does not run on target arm"):
         backends.backend_class("tvm-relax", targets.resolve("arm"))
-
-
-@pytest.mark.skipif(not HAVE_RELAX, reason="needs tvm")
-def test_a_stopped_tuning_ends_quietly_and_any_other_error_still_raises():
-    """MetaSchedule turns an exception from a measure callback into a RuntimeError; the Stopper
-    swallows it only when it raised it itself (budget spent, Ctrl-C)."""
-    from pwbench.tvm_bridge.compiler import Stopper
-
-    def tuning(callback):
-        try:
-            callback()
-        except Exception as exc:  # what crossing TVM's FFI does to the callback's exception
-            raise RuntimeError(str(exc)) from None
-
-    stopper = Stopper()
-    stopper.run(tuning, stopper.stop)
-    assert stopper.stopped
-    with pytest.raises(RuntimeError, match="a real failure"):
-        Stopper().run(tuning, lambda: (_ for _ in ()).throw(ValueError("a real failure")))
-
-
-@pytest.mark.skipif(not HAVE_RELAX, reason="needs tvm")
-@pytest.mark.parametrize("tuning", [1, 2])
-def test_meta_schedules_logger_setup_survives_a_nameless_handler(tuning, tmp_path):
-    """Each tuning rebuilds MetaSchedule's loggers, listing their handlers by name; pytest hangs a
-    nameless capture handler on them after the first, and the second tuning of a process used to
-    fail there (test_tvm's tuning after this file's)."""
-    import logging
-
-    from tvm.s_tir.meta_schedule.logging import get_loggers_from_work_dir
-
-    from pwbench.tvm_bridge import compiler
-
-    logging.getLogger("tvm.s_tir.meta_schedule").addHandler(logging.NullHandler())  # nameless
-    compiler.quiet_tuning_logs()
-    get_loggers_from_work_dir(str(tmp_path), ["main"])

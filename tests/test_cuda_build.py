@@ -8,6 +8,7 @@ The kernels are built once per session (about 24 nvcc calls, a minute on 2 cores
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 import json
 import re
@@ -21,6 +22,7 @@ import pytest
 from pwbench import cli
 from pwbench.errors import UserError
 from pwbench.store import bundle
+from pwbench import toolkits
 from pwbench.targets import cuda
 
 HAVE_TVM = importlib.util.find_spec("tvm") is not None
@@ -28,6 +30,7 @@ HAVE_NVCC = shutil.which("nvcc") is not None
 pytestmark = [pytest.mark.cross, pytest.mark.tvm,
               pytest.mark.skipif(not (HAVE_TVM and HAVE_NVCC), reason="needs apache-tvm and nvcc")]
 ROOT = Path(__file__).resolve().parents[1]
+PYTHON = "%d.%d" % sys.version_info[:2]  # a runtime copied from this interpreter is for its version
 
 KINDS = {  # name: (suite fields, the DLight rule that schedules it in TVM 0.27)
     "pointwise": ("in_channels = 16\nout_channels = 32\nsize = 8", "Matmul"),
@@ -149,10 +152,39 @@ def test_a_driver_too_old_or_another_gpu_is_refused(monkeypatch):
     visible_gpu(monkeypatch, driver_cuda="12.4")
     target = cuda.CudaGPU()
     assert "supports CUDA 12.4" in target.kernels_problem({"arch": "sm_90", "cuda_toolkit": "13.0.88"})
+    visible_gpu(monkeypatch, driver_cuda="13.0")  # minor-version compatibility: 13.2 runs on 13.0
+    assert target.kernels_problem({"arch": "sm_90", "cuda_toolkit": "13.2.51"}) is None
     visible_gpu(monkeypatch, name="NVIDIA H100 80GB HBM3")
     assert target.kernels_problem({"arch": "sm_90", "cuda_toolkit": "13.0.88"}) is None
     problem = target.kernels_problem({"arch": "sm_90", "tuned_for_gpu": "NVIDIA H200"})
     assert "tuned on a NVIDIA H200" in problem and "never applied to another GPU" in problem
+
+
+def test_the_manifest_names_tvm_ffi_and_hashes_every_library(bundles, tmp_path):
+    import hashlib
+
+    kit = bundle.read(bundles["sm_90"])
+    assert kit.meta["tvm_ffi"] == importlib.metadata.version("apache-tvm-ffi")
+    for k in kit.kernels:
+        data = bundle.library_path(kit.dir, k).read_bytes()
+        assert k.sha256 == hashlib.sha256(data).hexdigest()
+    copy = shutil.copytree(bundles["sm_90"], tmp_path / "other")
+    library = bundle.library_path(copy, kit.kernels[0])
+    library.write_bytes(library.read_bytes() + b"\0")  # e.g. a copy mixed with another bundle's
+    with pytest.raises(UserError, match="1 of its libraries differ from the ones built"):
+        bundle.read(copy)
+
+
+@pytest.mark.cli
+def test_a_bundle_for_another_tvm_ffi_is_refused_in_one_line(bundles, tmp_path, monkeypatch,
+                                                             capsys):
+    copy = shutil.copytree(bundles["sm_90"], tmp_path / "ffi")
+    manifest = json.loads((copy / bundle.MANIFEST).read_text())
+    manifest["tvm_ffi"] = "0.1.15"
+    (copy / bundle.MANIFEST).write_text(json.dumps(manifest))
+    visible_gpu(monkeypatch)
+    err = one_line_error(capsys, ["run", "--target", "cuda", "--kernels", str(copy)])
+    assert "built with tvm_ffi 0.1.15" in err
 
 
 def test_a_damaged_or_missing_bundle_is_one_line(bundles, tmp_path):
@@ -173,7 +205,8 @@ def test_a_runtime_only_tvm_loads_every_kernel_of_the_bundle(bundles, tmp_path):
     plays the driver, so nothing can run)."""
     rt = tmp_path / "rt"
     subprocess.run([sys.executable, str(ROOT / "scripts" / "make_tvm_runtime.py"), "--out", str(rt),
-                    "--from-installed", "--no-tar"], check=True, capture_output=True, timeout=300)
+                    "--python-version", PYTHON, "--from-installed", "--no-tar"], check=True,
+                   capture_output=True, timeout=300)
     assert not (rt / "site" / "tvm" / "lib" / "libtvm_compiler.so").exists()
     check = f"""
 import json, os
@@ -209,19 +242,19 @@ def test_tuned_schedules_from_a_database_build_and_remember_their_gpu(tmp_path, 
     import tvm
     from tvm.s_tir import dlight, meta_schedule as ms
 
-    from pwbench.tvm_bridge import compiler, database
+    from pwbench.tvm_bridge import database, topi_conv, tvm_targets
     from pwbench.workloads import suites
 
     (tmp_path / "s.toml").write_text(suite_text(("pointwise", "full"), ("NCHW",)))
     tuned, missing = suites.load(str(tmp_path / "s.toml")).layers
-    target = compiler.cuda_target(None, "sm_90")
+    target = tvm_targets.cuda_target(None, "sm_90")
     db_dir = tmp_path / "db"
     db_dir.mkdir()
-    facts = {"gpu": "NVIDIA H200", "cuda_toolkit": cuda.toolkit_version()}
+    facts = {"gpu": "NVIDIA H200", "cuda_toolkit": toolkits.cuda_toolkit_version()}
     (db_dir / database.FINGERPRINT).write_text(json.dumps(database.fingerprint(target, facts)))
     (db_dir / database.LAYERS).write_text(json.dumps(
         {tuned.id: {"trials": 8, "tune_s": 3.0, "curve": [[8, 3.0, 2e-5]]}}))
-    func = compiler.primfunc(tuned)
+    func = topi_conv.primfunc(tuned)
     with tvm.target.Target(target) as tvm_target:
         schedule = dlight.gpu.Matmul().apply(func, tvm_target, False)
     db = ms.database.JSONDatabase(work_dir=str(db_dir), module_equality="structural")

@@ -14,7 +14,8 @@ from pwbench.analysis import roofline
 from pwbench.backends import torch_backend
 from pwbench.measure import verify
 from pwbench.workloads import reference
-from pwbench.targets import cuda, cuda_resources, peaks
+from pwbench.targets import cuda, peaks
+from pwbench.tvm_bridge import cuda_resources
 from pwbench.workloads.spec import ConvSpec
 
 PTXAS = """ptxas info    : 0 bytes gmem
@@ -159,6 +160,120 @@ def test_winograd_or_fft_kernels_lose_the_exact_claim():
     assert not torch_backend.algorithm_exact(["void cudnn::winograd_nonfused::winogradForwardData"])
     assert not torch_backend.algorithm_exact(["fft2d_r2c_32x32"])
     assert not torch_backend.algorithm_exact([])  # nothing seen: no claim
+    assert torch_backend.algorithm_of(["fft2d_r2c_32x32", "fft2d_c2r"]) == "fft"
+    assert torch_backend.algorithm_of([]) == "unknown"
+
+
+class Winograd(Emulated):
+    """A conv whose rounding error is `error` times fp32's worst case on every output: what a
+    transform-domain algorithm can do, declared as such."""
+
+    def __init__(self, spec, error, algorithm="winograd"):
+        super().__init__(spec)
+        self.error, self.algorithm, self.exact = error, algorithm, algorithm == "direct"
+
+    def __call__(self):
+        super().__call__()
+        bound = reference.gamma(self.spec.reduction_length, reference.ACCUMULATOR_U)
+        x, w = (np.abs(a).astype(np.float64) for a in (self.x, self.w))
+        scale = reference.conv2d(self.spec, x, w)
+        self.y = self.y + self.error * bound * scale
+
+
+@pytest.mark.unit
+def test_an_inexact_algorithm_gets_its_own_bound_and_the_row_says_so():
+    spec = ConvSpec(1, 64, 8, 6, 6, 3, padding=1)
+    direct = verify.check(Emulated(spec), spec)
+    assert direct.passed and direct.mode == "exact: bitwise; random: float32 bound"
+    wino = verify.check(Winograd(spec, 100), spec)  # 100x fp32's bound: within Winograd's 256x
+    assert wino.passed, wino
+    assert wino.mode == "exact: winograd-algorithm bound; random: float32 bound x256 (winograd algorithm)"
+    assert not verify.check(Winograd(spec, 1000), spec).passed  # beyond any algorithm's bound
+    assert not verify.check(Winograd(spec, 100, algorithm="direct"), spec).passed  # not declared
+    unknown = verify.check(Winograd(spec, 100, algorithm="unknown"), spec)
+    assert unknown.passed and "unknown-algorithm bound" in unknown.mode
+
+
+@pytest.mark.unit
+def test_a_half_precision_check_that_cannot_be_bitwise_says_so():
+    spec = ConvSpec(1, 2304, 4, 3, 3, 1, dtype="float16")  # K = 2304: no exact amplitude
+    assert verify.check_mode(spec, "direct").startswith("exact: one rounding to float16")
+
+
+@pytest.mark.unit
+def test_tf32_rows_use_the_tf32_roof_never_the_fp32_one():
+    p = peaks.Peaks(50e12, 4e12, "fma", "copy", flops_by_dtype={"tf32": 400e12})
+    tf32 = roofline.row_columns(1e12, 1e9, "float32", 1e-2, p, "tf32")
+    assert tf32["roofline_s"] == pytest.approx(1e12 / 400e12) and tf32["pct_of_roof"] < 100
+    assert math.isnan(roofline.row_columns(1e12, 1e9, "float32", 1e-2, peaks.Peaks(
+        50e12, 4e12, "fma", "copy"), "tf32")["roofline_s"])  # no TF32 roof: no bound, not fp32's
+    import pandas as pd
+
+    frame = pd.DataFrame([{"flops": 1e12, "bytes": 1e9, "dtype": "float32", "median_s": 1e-2,
+                           "compute": "tf32"}, {"flops": 1e12, "bytes": 1e9, "dtype": "float32",
+                                                "median_s": 1e-2, "compute": None}])
+    drawn = roofline.add_columns(frame, p)["roofline_s"].tolist()
+    assert drawn == pytest.approx([1e12 / 400e12, 1e12 / 50e12])
+
+
+@pytest.mark.unit
+def test_tf32_is_set_per_kernel_through_one_api():
+    from pwbench import torch_flags
+
+    torch_flags.set_tf32(True)
+    assert torch_flags.tf32_enabled()
+    torch_flags.for_cuda_kernel(False)
+    assert not torch_flags.tf32_enabled() and torch.backends.cudnn.benchmark
+    if hasattr(torch.backends.cudnn.conv, "fp32_precision"):  # the API torch 2.9+ wants
+        assert torch.backends.cudnn.conv.fp32_precision == "ieee"
+        assert torch.backends.cuda.matmul.fp32_precision == "ieee"
+    torch.backends.cudnn.benchmark = False
+
+
+@pytest.mark.unit
+def test_blocks_get_a_tf32_variant_where_convs_do():
+    from pwbench.workloads import suites
+
+    backend = torch_backend.Backend(cuda.CudaGPU())  # no GPU here: as a GPU with TF32 would
+    backend.tf32 = True
+    block = next(w for w in suites.load("blocks").layers if w.kind == "bottleneck")
+    built = backend.build(block)
+    assert [b.variant for b in built] == ["", "tf32"] and built[1].columns == {"compute": "tf32"}
+    assert built[1].make.func is torch_backend.TorchBlock and built[1].make.keywords["tf32"]
+    assert backend.build(ConvSpec(1, 8, 8, 4, 4, 1, dtype="float16")).variant == ""  # fp32 only
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("text, numbers", [("9.0", (9, 0)), ("10.0", (10, 0)), ("12.1", (12, 1)),
+                                           (None, None)])
+def test_compute_capability_is_compared_as_numbers(text, numbers):
+    assert cuda.capability(text) == numbers
+    assert cuda.capability("10.0") >= (8, 0) > cuda.capability("7.5")  # as text, "10.0" < "8.0"
+
+
+@pytest.mark.unit
+def test_a_driver_runs_any_minor_release_of_its_cuda_major():
+    assert cuda.driver_runs_toolkit("13.0", "13.2.51")  # minor-version compatibility
+    assert not cuda.driver_runs_toolkit("12.8", "13.0.88")
+    assert cuda.driver_runs_toolkit(None, "13.0.88")  # unknown: not refused
+
+
+@pytest.mark.unit
+def test_the_arch_falls_back_to_torch_when_nvml_cannot_say(monkeypatch):
+    monkeypatch.setattr(cuda, "gpu_facts", lambda index=0: {"gpu": "NVIDIA B200"})  # no capability
+    monkeypatch.setattr(cuda, "torch_capability", lambda index=0: "10.0")
+    target = cuda.CudaGPU()
+    assert target.visible_arch() == "sm_100" and target.facts()["gpu_compute_capability"] == "10.0"
+
+
+@pytest.mark.unit
+def test_cuda_n_names_the_gpu_of_that_index():
+    from pwbench import targets
+
+    target = targets.resolve("cuda:1")
+    assert target.index == 1 and target.torch_device == "cuda:1"
+    assert targets.resolve("cuda").torch_device == "cuda:0"
+    assert cuda.CudaGPU().kernel_timeout_s == cuda.KERNEL_TIMEOUT_S <= 120  # a GPU lent briefly
 
 
 @pytest.mark.unit

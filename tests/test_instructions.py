@@ -26,7 +26,8 @@ from conftest import PWBENCH
 from runs_helper import META, row, write_run
 from pwbench.analysis import compare, compare_output
 from pwbench.errors import UserError
-from pwbench.measure import instructions, runner
+from pwbench.measure import instructions
+from pwbench.pipeline import runner
 from pwbench.store import export, history, results
 
 HAVE_VALGRIND = shutil.which("valgrind") is not None
@@ -296,23 +297,28 @@ def runs(tmp_path_factory):
 
 def _rows(run_dir: Path) -> dict:
     frame = pd.read_parquet(run_dir / "records.parquet")
-    return {(r["layer"], r["backend"]): r for r in frame.to_dict("records")}
+    return {(r["layer"], r["backend"] + (f" {r['variant']}" if r["variant"] else "")): r
+            for r in frame.to_dict("records")}
 
 
 @pytest.mark.cpu
 @pytest.mark.tvm
 def test_torch_and_tvm_kernels_are_checked_then_counted(runs):
     rows = _rows(runs["a"])
-    assert set(rows) == {(layer, b) for layer in ("pw", "dw") for b in ("torch", "tvm", "tvm-tuned")}
+    # structured kernels too: their pre-packed weight passes through the C entry point
+    kernels = ("torch", "tvm", "tvm-tuned structured", "tvm-tuned structured-blocked")
+    assert set(rows) == {(layer, k) for layer in ("pw", "dw") for k in kernels}
     for r in rows.values():
         assert r["check"] == "passed" and r["clock"] == "instructions" and r["error"] == ""
         assert r["instructions"] > 10_000 and len(r["samples_instructions"]) == 10
         assert r["estimated_cycles"] >= r["instructions"] and math.isnan(r["median_s"])
         assert r["valgrind_counted_cpu_s"] > 0 and r["valgrind_startup_s"] > 0
     assert json.loads(rows[("pw", "tvm")]["target_string"])["mcpu"] == "haswell"  # no AVX-512
-    assert rows[("pw", "tvm-tuned")]["tuning"] in ("tuned", "database")
+    assert rows[("pw", "tvm-tuned structured")]["tuning"] in ("tuned", "database")
+    assert "reg_n=" in rows[("pw", "tvm-tuned structured")]["knobs"]
     # a TVM kernel is counted from C: the same count on every call
-    assert len(set(rows[("dw", "tvm")]["samples_instructions"])) == 1
+    for k in ("tvm", "tvm-tuned structured", "tvm-tuned structured-blocked"):
+        assert len(set(rows[("dw", k)]["samples_instructions"])) == 1, k
     meta = json.loads((runs["a"] / "meta.json").read_text())
     assert meta["clock"] == "instructions" and meta["threads"] == 1
     assert meta["isa_cap"]["env"]["ONEDNN_MAX_CPU_ISA"] == "AVX2"

@@ -51,6 +51,17 @@ def test_processes_pool_into_one_row_with_their_indices(tmp_path):
     assert csv["samples_s"].iloc[1] == "0.001" and csv["samples_process"].iloc[0] == "0 0 1 1"
 
 
+def test_a_launch_bound_process_flags_the_pooled_row():
+    lines = [line(process=0, launch_bound=False, host_enqueue_s=4e-6, cold_unheld_samples=0),
+             line(process=1, launch_bound=True, host_enqueue_s=6e-6, cold_unheld_samples=2),
+             line(process=2, launch_bound=False, host_enqueue_s=5e-6, cold_unheld_samples=1)]
+    (row,) = results.pool(lines)
+    assert row["launch_bound"] is True and row["host_enqueue_s"] == 5e-6
+    assert row["cold_unheld_samples"] == 3
+    (plain,) = results.pool([line(process=0), line(process=1)])  # a CPU clock: no such columns
+    assert "launch_bound" not in plain and "host_enqueue_s" not in plain
+
+
 def test_a_kernel_that_failed_in_any_process_keeps_no_time(tmp_path):
     rows = results.pool([line("l1", 0), line("l1", 1, [], "failed", error="exact inputs: 3 differ",
                                              max_abs_err=2.0)])

@@ -116,24 +116,33 @@ def _served(fleet, key) -> list[int]:
 
 
 def test_a_tiny_tuning_measures_candidates_on_both_boards(boards, tmp_path):
+    """The one tuner with the board's toolchain: structured candidates built here, measured by
+    MetaSchedule's RPC runner on every board of the key."""
     from pwbench import targets
     from pwbench.targets.board import Endpoint
-    from pwbench.tvm_bridge import compiler
+    from pwbench.tvm_bridge import layers, tuner
     from pwbench.workloads.spec import ConvSpec
 
     fleet = boards["main"]
     board = targets.resolve("cpu", Endpoint("127.0.0.1", fleet.tracker_port, "x86"))
+    chain = board.toolchain(1)
     before = _served(fleet, "x86")
     measured = []
     spec = ConvSpec(1, 8, 8, 8, 8, 3, 1, 1, groups=8)
-    small = compiler.SearchSettings(batch=4, population=32, genetic_iters=1)
-    compiler.tune(spec, board.tvm_target(1), tmp_path / "db", 4, 1,
-                  lambda seconds: measured.extend(seconds) or True, small, board=board)
+    job = layers.job(spec, layers.plan(spec, chain, "structured"))
+    session = tuner.Tuner(chain, tmp_path / "db", 1)
+    try:
+        session.tune(job.tasks, 4, lambda task, seconds, spent: measured.extend(seconds) or True)
+    finally:
+        session.close()
     after = _served(fleet, "x86")
     assert len(measured) == 4 and all(s is not None and s > 0 for s in measured), measured
     assert all(b > a for a, b in zip(before, after)), (before, after)  # both boards measured
-    assert compiler.best_schedule(compiler.open_database(tmp_path / "db"), spec,
-                                  board.tvm_target(1)) is not None
+    from pwbench.tvm_bridge import metaschedule
+
+    found = tuner.best(metaschedule.open_database(tmp_path / "db"),
+                       [layers._module(t.func()) for t in layers.plan(spec, chain, "structured").tasks])
+    assert found is not None
 
 
 def test_tuned_backend_and_tune_command_hand_the_board_to_the_tuner(boards, monkeypatch, capsys,
@@ -141,30 +150,30 @@ def test_tuned_backend_and_tune_command_hand_the_board_to_the_tuner(boards, monk
     from pwbench import cli, targets
     from pwbench.backends import tvm_tuned_backend
     from pwbench.backends.base import Options
+    from pwbench.backends.tuning_options import TuningOptions
     from pwbench.targets.board import Endpoint
-    from pwbench.tvm_bridge import database
+    from pwbench.tvm_bridge import tuning
     from pwbench.workloads.spec import ConvSpec
 
     seen = []
 
-    def fake(spec, db, budget, threads, progress=None, space="default", cannot_measure=None,
-             tuner=None, board=None):
-        seen.append(board)
+    def fake(self, jobs, budget, on_progress=None):
+        seen.append(self.toolchain)
         raise RuntimeError("not tuned in this test")
 
-    monkeypatch.setattr(database, "ensure_tuned", fake)
+    monkeypatch.setattr(tuning.Session, "tune", fake)
     monkeypatch.setenv("PWBENCH_CACHE_DIR", str(boards["tmp"] / "cache"))
-    code = cli.main(["tune", "--suite", boards["suite"], "--target", "cpu", "--threads", "1",
-                     "--tuning-dir", str(boards["tmp"] / "db-cli"), *_rpc(boards["main"], "x86")])
-    assert code == 0 and seen and all(b.rpc.key == "x86" for b in seen)
-    assert "measuring candidates on 2 board(s)" in capsys.readouterr().out
+    with pytest.raises(RuntimeError, match="not tuned"):
+        cli.main(["tune", "--suite", boards["suite"], "--target", "cpu", "--threads", "1",
+                  "--tuning-dir", str(boards["tmp"] / "db-cli"), *_rpc(boards["main"], "x86")])
+    assert "candidates measured on board key 'x86'" in capsys.readouterr().out
     board = targets.resolve("cpu", Endpoint("127.0.0.1", boards["main"].tracker_port, "x86"))
-    backend = tvm_tuned_backend.Backend(board, Options(threads=1, work_dir=tmp_path,
-                                                       tuning_dir=tmp_path / "db"))
-    seen.clear()
+    tuning_options = TuningOptions(tuning_dir=tmp_path / "db", tuning_mode="layer")
+    backend = tvm_tuned_backend.Backend(board, Options(threads=1, work_dir=tmp_path, extra={
+        TuningOptions.group: tuning_options}))
     with pytest.raises(RuntimeError, match="not tuned"):
         backend.build(ConvSpec(1, 8, 8, 6, 6))
-    assert seen == [board]
+    assert [(type(t).__name__, t.endpoint.key) for t in seen] == [("Board", "x86")] * 2
 
 
 @pytest.mark.cli
@@ -255,7 +264,8 @@ def test_a_session_shorter_than_a_kernel_is_an_error_row(boards, tmp_path):
     block lasts 30 s (min_block_s), so the 3 s session always ends inside a remote call, after
     the upload and the checks (a fraction of a second) and whatever the machine's load."""
     from pwbench.targets.board import Endpoint
-    from pwbench.measure import runner, timing
+    from pwbench.measure import timing
+    from pwbench.pipeline import runner
 
     config = runner.RunConfig(suite=boards["suite"], target="cpu", backends=("tvm",), threads=1,
                               output=tmp_path / "short", processes=1, filter="layer == 'tiny.pw'",

@@ -11,7 +11,8 @@ import pytest
 import fakes
 from pwbench import targets
 from pwbench.errors import UserError
-from pwbench.measure import runner, timing
+from pwbench.measure import timing
+from pwbench.pipeline import runner
 from pwbench.store import results
 
 pytestmark = pytest.mark.cpu
@@ -89,6 +90,20 @@ def test_a_kernel_that_kills_its_worker_is_an_error_row_and_the_next_is_measured
     assert rows["last"]["check"] == "passed" and rows["last"]["n_processes"] == 2
 
 
+def test_a_kernel_that_poisons_its_worker_ends_it_and_the_next_is_measured_afresh(tmp_path):
+    """A sticky device error (a CUDA illegal address) would fail every later kernel of the
+    process: the kernel that left it gets the error row, a new process measures the rest."""
+    writer = run(tmp_path, backends=("fake-poison",), processes=2)
+    rows = by_layer(writer)
+    poisoned = rows["crash.dw"]
+    assert poisoned["error"] == "worker process stopped: a sticky fake-device error"
+    assert not results.was_timed(poisoned)
+    assert len([line for line in writer.lines if line["layer"] == "crash.dw"]) == 1  # not again
+    for name in ("a", "last"):  # before it, after it in round 0, and in round 1 (reverse order)
+        assert rows[name]["check"] == "passed" and rows[name]["error"] == ""
+        assert rows[name]["n_processes"] == 2
+
+
 def test_a_hung_kernel_is_killed_and_the_run_goes_on(tmp_path, monkeypatch):
     monkeypatch.setattr(runner, "KERNEL_TIMEOUT_S", 3.0)
     rows = by_layer(run(tmp_path, backends=("fake-hang",)))
@@ -143,6 +158,7 @@ def test_a_build_error_is_a_row(tmp_path, monkeypatch):
 @pytest.mark.parametrize("change, message", [
     ({"processes": 0}, "--processes must be at least 1"),
     ({"cache": "lukewarm"}, "--cache must be one of hot, cold"),
+    ({"cuda_graphs": True}, "--cuda-graphs replays CUDA kernels; target fake"),
 ])
 def test_bad_settings_are_refused_before_anything_runs(tmp_path, change, message):
     with pytest.raises(UserError, match=message):

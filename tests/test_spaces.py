@@ -1,18 +1,26 @@
-"""The structured design space (pwbench/tvm_bridge/spaces.py): vector widths come from the target,
-the layers it claims and the reasons it gives for the others, every structure's numerics in
-NCHW, NHWC and blocked layouts (exact inputs bit for bit), the knobs MetaSchedule draws, and one
-suite-wide tuning run of a handful of trials in which every kind it claims passes its checks in
-every layout, and a dilated and a grouped layer fall back to the default space, recorded."""
+"""The structured design spaces (pwbench/tvm_bridge/spaces) at every vector width, whatever this
+machine is: 4 fp32 lanes (an aarch64 NEON core), 8 (an AVX2 CPU, `haswell`) and 16 (an AVX-512
+CPU, `skylake-avx512`). What they claim (every float32 conv of the four network suites that is
+neither grouped nor dilated, in NCHW and NHWC), that every task has a register tile that fits,
+and every structure's numerics (exact inputs bit for bit, random within the bound): compiled for
+each width, run here where this CPU executes that ISA (AVX2 code runs on every AVX-512 machine),
+on the emulated aarch64 board (qemu) for NEON, compiled only otherwise. Then the knobs
+MetaSchedule draws and one suite-wide tuning run of a handful of trials in which every kind the
+space claims passes its checks in every layout, and a dilated and a grouped layer fall back to
+the default space, recorded."""
 
 from __future__ import annotations
 
 import importlib.util
+import itertools
+import uuid
 
 import pandas as pd
 import pytest
 
 from pwbench import cli
 from pwbench.measure import verify
+from pwbench.workloads import suites
 from pwbench.workloads.spec import ConvSpec
 
 HAVE_TVM = importlib.util.find_spec("tvm") is not None
@@ -25,43 +33,78 @@ CLAIMED = {
     "strided": ConvSpec(1, 8, 16, 9, 9, 3, 2, 1),
     "depthwise": ConvSpec(1, 32, 32, 8, 8, 3, 1, 1, groups=32),
     "odd_channels": ConvSpec(1, 12, 20, 7, 7, 3, 1, 1),  # neither a multiple of 8 nor of 16
+    "width_17": ConvSpec(1, 16, 24, 17, 17, 3, 1, 1),  # a prime width: a tail tile
+    "prime_channels": ConvSpec(1, 7, 97, 5, 5, 3, 1, 1),  # 97 outputs: padded channel blocks
+    "depthwise_prime": ConvSpec(1, 67, 67, 9, 9, 3, 2, 1, groups=67),
     "batch2": ConvSpec(2, 16, 16, 6, 6, 3, 1, 1),
-    "batch2_depthwise_strided": ConvSpec(2, 24, 24, 9, 9, 3, 2, 1, groups=24),
     "asymmetric": ConvSpec(1, 8, 8, 7, 7, (1, 3), 1, (0, 1)),
     "rgb_7x7": ConvSpec(1, 3, 16, 20, 20, 7, 2, 3),  # 3 input channels: one block of 3
+    "width_1": ConvSpec(1, 20, 6, 1, 1),  # a squeeze-and-excitation conv
 }
-AVX512 = {"kind": "llvm", "mcpu": "skylake-avx512", "num-cores": 2}
-
-
-def _host():
-    from pwbench import targets
-
-    return targets.resolve("cpu").tvm_target(2)
+WIDTHS = {  # name: (TVM target, fp32 lanes, accumulators)
+    "neon": ({"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mcpu": "neoverse-n1",
+              "mattr": ["+neon"]}, 4, 28),
+    "avx2": ({"kind": "llvm", "mcpu": "haswell"}, 8, 14),
+    "avx512": ({"kind": "llvm", "mcpu": "skylake-avx512"}, 16, 28),
+}
+NETWORKS = ("resnet50", "mobilenetv2", "efficientnet_b0", "inception_v3")
 
 
 @pytest.mark.parametrize("target, lanes, accumulators", [
     ({"kind": "llvm", "mcpu": "haswell"}, 8, 14), ({"kind": "llvm", "mcpu": "znver3"}, 8, 14),
-    ({"kind": "llvm", "mcpu": "znver5"}, 16, 28), (AVX512, 16, 28),
+    ({"kind": "llvm", "mcpu": "znver5"}, 16, 28), (WIDTHS["avx512"][0], 16, 28),
     ({"kind": "llvm", "mcpu": "znver5", "mattr": ["-avx512f"]}, 8, 14),
-    ({"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mattr": ["+neon"]}, 4, 28)])
+    (WIDTHS["neon"][0], 4, 28)])
 def test_vector_unit_is_read_from_the_target(target, lanes, accumulators):
+    from pwbench.tvm_bridge import tvm_targets
+
+    assert tvm_targets.vector_unit(target) == (lanes, accumulators)
+
+
+@pytest.mark.parametrize("width", list(WIDTHS))
+def test_every_plain_float32_conv_of_the_networks_is_claimed_with_tiles_that_fit(width):
+    """At every width, every layer of ResNet-50, MobileNetV2, EfficientNet-B0 and Inception-v3 in
+    NCHW and NHWC that is neither grouped nor dilated gets tasks, and every task a register tile
+    within the accumulators, with blocks that tile its channels (padded where they do not)."""
     from pwbench.tvm_bridge import spaces
 
-    assert spaces.vector_unit(target) == (lanes, accumulators)
+    target, lanes, accumulators = WIDTHS[width]
+    for name in NETWORKS:
+        for spec in suites.load(name, layout="NCHW,NHWC").layers:
+            tasks = spaces.tasks(spec, target)
+            plain = spec.kind in ("pointwise", "full", "depthwise") and spec.dilation == (1, 1)
+            assert bool(tasks) == plain, (name, spec.label, spaces.unclaimed(spec))
+            for t in tasks:
+                vectors = -(-t.oc_bn // lanes)
+                assert t.reg_choices and vectors <= 4, (spec.label, t)
+                assert all(r * vectors <= accumulators for r in t.reg_choices), (spec.label, t)
+                assert t.ic_padded % t.ic_bn == 0 and t.oc_padded % t.oc_bn == 0
+                assert 0 <= t.oc_padded - spec.out_channels < t.oc_bn
 
 
 def test_blocks_follow_the_vector_width():
     from pwbench.tvm_bridge import spaces
 
     spec = ConvSpec(1, 64, 64, 14, 14, 3, 1, 1)
-    for target, lanes in ((AVX512, 16), ({"kind": "llvm", "mcpu": "haswell"}, 8)):
-        tasks = spaces.tasks(spec, target)
+    for width, lanes in (("avx512", 16), ("avx2", 8), ("neon", 4)):
+        tasks = spaces.tasks(spec, WIDTHS[width][0])
         assert {(t.ic_bn, t.oc_bn) for t in tasks} == {(a, b) for a in (lanes, 2 * lanes)
                                                        for b in (lanes, 2 * lanes)}
-        for t in tasks:  # the register tile fits the accumulator registers
-            assert all(r * -(-t.oc_bn // lanes) <= t.accumulators for r in t.reg_choices)
-    odd = spaces.tasks(CLAIMED["odd_channels"], AVX512)
-    assert [(t.ic_bn, t.oc_bn) for t in odd] == [(12, 20)]
+    odd = spaces.tasks(CLAIMED["odd_channels"], WIDTHS["avx512"][0])
+    assert [(t.ic_bn, t.oc_bn, t.oc_padded) for t in odd] == [(12, 20, 20)]
+    (prime,) = spaces.tasks(CLAIMED["prime_channels"], WIDTHS["avx2"][0])
+    assert (prime.oc_bn, prime.oc_padded) == (8, 104)  # 97 channels in 13 blocks of 8
+
+
+@pytest.mark.parametrize("width, vectors, accumulators, widths", [
+    (17, 1, 28, [17, 9, 6, 5]),  # 17 in one tile, or 9 + a tail of 8, 6 + 6 + 5, ...
+    (17, 2, 14, [6, 5, 4]),  # two vectors per column at 8 lanes: at most 7 columns
+    (149, 1, 28, [25, 22, 19, 17]),  # Inception-v3's stem: balanced tiles, no divisor needed
+    (56, 1, 16, [14, 12, 10, 8, 7, 4]), (7, 3, 14, [4]), (1, 1, 28, [1])])
+def test_tiles_need_not_divide_the_width(width, vectors, accumulators, widths):
+    from pwbench.tvm_bridge.spaces import choices
+
+    assert choices.tiles(width, vectors, accumulators, 4) == widths
 
 
 @pytest.mark.parametrize("spec, reason", [
@@ -69,36 +112,89 @@ def test_blocks_follow_the_vector_width():
     (ConvSpec(1, 8, 12, 7, 7, 3, 1, 1, groups=2), "grouped"),
     (ConvSpec(1, 4, 8, 7, 7, 3, 1, 1, groups=4), "channel multiplier"),
     (ConvSpec(1, 8, 8, 7, 7, dtype="float16"), "float16"),
-    (ConvSpec(1, 8, 8, 37, 37), "output width 37"),
-    (ConvSpec(1, 8, 97, 7, 7), "97 channels"),
 ])
 def test_what_the_space_does_not_claim_falls_back_with_a_reason(spec, reason):
     from pwbench.tvm_bridge import spaces
 
-    plan = spaces.plan(spec, AVX512, "structured")
+    target = WIDTHS["avx512"][0]
+    plan = spaces.plan(spec, target, "structured")
     assert plan.space == "default" and reason in plan.reason and not plan.tasks
-    assert spaces.plan(CLAIMED["full"], AVX512, "structured").space == "structured"
-    assert spaces.plan(CLAIMED["full"], AVX512, "default") == spaces.Plan("default")
+    assert spaces.plan(CLAIMED["full"], target, "structured").space == "structured"
+    assert spaces.plan(CLAIMED["full"], target, "default") == spaces.Plan("default")
 
 
-@pytest.mark.parametrize("layout", ["NCHW", "NHWC", "NCHWc"])
-@pytest.mark.parametrize("name", list(CLAIMED))
-def test_every_structure_matches_the_reference_exactly(name, layout):
-    """Every design space of the layer's last task, at its widest tile, compiled for this CPU and
-    checked as every timed kernel is (exact inputs bit for bit, random inputs within the bound)."""
+def _host_runs(width: str) -> str | None:
+    """Why this machine cannot run code of that width (None: it can)."""
+    from pwbench.targets.host import cpu_facts
+
+    flags = cpu_facts()["cpu_flags"]
+    needs = {"avx2": ("avx2", "fma"), "avx512": ("avx512f",)}.get(width, ("aarch64",))
+    if cpu_facts()["machine"] != "x86_64" or not all(f in flags for f in needs):
+        return f"this CPU does not execute {width} code"
+    return None
+
+
+def _kernels(width: str, tmp_path):
+    """(spec, task, structure, artifact) for every structure of each layer's last task, at its
+    widest tile, in every layout, compiled for the width."""
     import tvm
 
-    from pwbench.tvm_bridge import layouts, runtime, spaces
+    from pwbench.tvm_bridge import spaces, toolchains
+    from pwbench.tvm_bridge.kernel import Artifact
 
-    spec, target = CLAIMED[name], _host()
-    task = spaces.tasks(spec, target, layout)[-1]
-    for structure in task.structures:
-        schedule = spaces.fixed(task, structure, task.reg_choices[-1])
-        kernel = runtime.PackedConv(spec, tvm.compile(schedule.mod, target=tvm.target.Target(target))["main"],
-                                    tvm.cpu(0), layouts.Packing(layout, task.ic_bn, task.oc_bn))
-        check = verify.check(kernel, spec)
-        assert check.verdict == "passed", (structure, check.detail)
-        assert spaces.knobs(schedule) == (structure, task.reg_choices[-1])
+    target = dict(WIDTHS[width][0], **{"num-cores": 1})
+    cross = "aarch64-linux-gnu-gcc" if width == "neon" else None
+    chain = toolchains.Board(target, 1, None, cross)
+    for (name, spec), layout in itertools.product(CLAIMED.items(), ("NCHW", "NHWC", "NCHWc")):
+        task = spaces.tasks(spec, target, layout)[-1]
+        for structure in task.structures:
+            schedule = spaces.fixed(task, structure, task.reg_choices[0])
+            assert spaces.knobs(schedule) == (structure, task.reg_choices[0])
+            executable = tvm.compile(schedule.mod, target=tvm.target.Target(target))
+            library = chain.export(executable, tmp_path / f"{name}_{uuid.uuid4().hex[:8]}.so")
+            yield spec, task, structure, Artifact(spec, str(library), task.packing)
+
+
+@pytest.mark.parametrize("width", ["avx2", "avx512"])
+def test_every_structure_matches_the_reference_exactly_at_x86_widths(width, tmp_path):
+    """Run here where this CPU executes the ISA, compiled only (every structure) where not."""
+    from pwbench.tvm_bridge import runtime
+
+    why = _host_runs(width)
+    failures = []
+    for spec, task, structure, artifact in _kernels(width, tmp_path):
+        if why:
+            continue
+        check = verify.check(runtime.load(artifact, 1), spec)
+        if check.verdict != "passed":
+            failures.append((spec.label, task.layout, structure.text, check.detail))
+    assert not failures, failures
+    if why:
+        pytest.skip(f"compiled every structure for {width}; {why}, so none ran")
+
+
+@pytest.mark.cross
+def test_every_structure_matches_the_reference_exactly_on_the_emulated_neon_board(emulated, tmp_path):
+    """NEON kernels, cross-compiled here, uploaded to the emulated aarch64 board and checked
+    there through the same artifact loader as every board kernel."""
+    from pwbench.targets import local_fleet
+    from pwbench.targets.board import Endpoint
+    from pwbench.tvm_bridge import board, rpc
+
+    endpoint = Endpoint("127.0.0.1", emulated["port"], local_fleet.AARCH64_KEY)
+    failures = []
+    for spec, task, structure, artifact in _kernels("neon", tmp_path):
+        def check(artifact=artifact, spec=spec):
+            kernel = board.load(artifact, 1, endpoint)
+            try:
+                return verify.check(kernel, spec)
+            finally:
+                kernel.close()
+
+        result = rpc.bounded(check, 120, f"checking {spec.label} on the emulated board")
+        if result.verdict != "passed":
+            failures.append((spec.label, task.layout, structure.text, result.detail))
+    assert not failures, failures
 
 
 def test_the_mutator_changes_the_tile_and_the_replay_follows():
@@ -106,10 +202,10 @@ def test_the_mutator_changes_the_tile_and_the_replay_follows():
     factor of the replayed schedule (not only the recorded number)."""
     import tvm
 
-    from pwbench.tvm_bridge import compiler, spaces
+    from pwbench.tvm_bridge import metaschedule, spaces
 
-    ms = compiler.meta_schedule()
-    task = spaces.tasks(ConvSpec(1, 16, 16, 12, 12, 3, 1, 1), AVX512)[0]
+    ms = metaschedule.meta_schedule()
+    task = spaces.tasks(ConvSpec(1, 16, 16, 12, 12, 3, 1, 1), WIDTHS["avx512"][0])[0]
     assert len(task.reg_choices) > 1
     (design, *_) = spaces.space_fn(task)(tvm.s_tir.Schedule(task.func()))
     before = spaces.knobs(design)[1]
@@ -125,13 +221,14 @@ def test_the_mutator_changes_the_tile_and_the_replay_follows():
 def test_enumeration_covers_the_space_once():
     import tvm
 
-    from pwbench.tvm_bridge import spaces, tuning
+    from pwbench.tvm_bridge import search, spaces
 
-    task = spaces.tasks(CLAIMED["full"], AVX512)[0]
+    task = spaces.tasks(CLAIMED["full"], WIDTHS["avx512"][0])[0]
     mod = tvm.IRModule({"main": task.func()})
-    points = [p for d in spaces.space_fn(task)(tvm.s_tir.Schedule(mod)) for p in tuning._points(mod, d.trace)]
+    points = [p for d in spaces.space_fn(task)(tvm.s_tir.Schedule(mod))
+              for p in search._points(mod, d.trace)]
     assert len(points) == len(task.structures) * len(task.reg_choices)
-    assert len({tuning._key(p) for p in points}) == len(points)
+    assert len({search._key(p) for p in points}) == len(points)
 
 
 SUITE = """[suite]
@@ -154,7 +251,7 @@ padding = 1
 name = "dw"
 in_channels = 32
 depthwise = true
-size = 8
+size = 17
 kernel_size = 3
 padding = 1
 [[layer]]
@@ -182,17 +279,20 @@ kernel_size = 3
 padding = 1
 groups = 2
 """
+STRUCTURED = ["pw", "full_s2", "dw", "odd"]
 
 
 @pytest.fixture(scope="module")
 def tuned_run(tmp_path_factory):
-    """One suite-wide tuning run, 2 trials per layer, both layouts, every kernel verified."""
+    """One suite-wide tuning run for an AVX2 CPU (`haswell`: every x86-64 CI machine runs it),
+    2 trials per layer, both layouts, every kernel verified."""
     tmp = tmp_path_factory.mktemp("spaces")
     (tmp / "suite.toml").write_text(SUITE)
     mp = pytest.MonkeyPatch()
     for var in ("OMP_NUM_THREADS", "TVM_NUM_THREADS", "MKL_NUM_THREADS"):
         mp.setenv(var, "2")
     code = cli.main(["run", "--suite", str(tmp / "suite.toml"), "--backend", "tvm-tuned",
+                     "--target", '{"kind": "llvm", "mcpu": "haswell"}',
                      "--threads", "2", "--trials", "2", "--tuning-dir", str(tmp / "db"),
                      "--output", str(tmp / "run"), "--warmup-ms", "2", "--sample-ms", "10",
                      "--processes", "1"])
@@ -203,9 +303,9 @@ def tuned_run(tmp_path_factory):
 def test_a_tuned_run_verifies_every_claimed_kind_in_every_layout(tuned_run):
     code, rows = tuned_run
     assert code == 0 and (rows["check"] == "passed").all(), rows[["layer", "variant", "error"]]
-    claimed = rows[rows["layer"].isin(["pw", "full_s2", "dw", "odd"])]
+    claimed = rows[rows["layer"].isin(STRUCTURED)]
     kernels = set(zip(claimed["layer"], claimed["layout"], claimed["variant"]))
-    for layer in ("pw", "full_s2", "dw", "odd"):
+    for layer in STRUCTURED:
         assert {(layer, "NCHW", "structured"), (layer, "NHWC", "structured"),
                 (layer, "NCHW", "structured-blocked")} <= kernels
     assert set(claimed["space"]) == {"structured"} and claimed["tuning_trials"].between(1, 4).all()

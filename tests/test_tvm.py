@@ -88,16 +88,24 @@ def test_untuned_matches_reference_exactly(name, layout, tmp_path):
 
 @needs_tvm
 def test_host_target_names_the_cpu():
-    from pwbench.tvm_bridge import compiler
+    from pwbench.tvm_bridge import tvm_targets
 
     target = targets.resolve("x86").tvm_target(3)
     assert target["kind"] == "llvm" and target["num-cores"] == 3
-    assert target["mcpu"] == compiler.host_cpu() and target["mcpu"] not in ("", "native", "generic")
+    assert target["mcpu"] == tvm_targets.host_cpu() and target["mcpu"] not in ("", "native", "generic")
     given = targets.resolve('{"kind": "llvm", "mcpu": "skylake-avx512"}')
     assert given.tvm_target(2)["mcpu"] == "skylake-avx512"
     assert targets.resolve("llvm -mcpu=znver4").tvm_target(2)["mcpu"] == "znver4"
     with pytest.raises(UserError, match="TVM rejects target"):
         targets.resolve('{"kind": "llvm", "no-such-option": 1}').tvm_target(2)
+
+
+@needs_tvm
+@pytest.mark.parametrize("given", ["llvm -mcpu=bogus", '{"kind": "llvm", "mcpu": "bogus"}'])
+def test_a_bogus_x86_cpu_is_refused_not_built_generic(given):
+    """LLVM builds generic code for a CPU it does not know, without a word: refused instead."""
+    with pytest.raises(UserError, match="LLVM does not know the CPU 'bogus'"):
+        targets.resolve(given).tvm_target(2)
 
 
 def test_a_cross_target_resolves_to_a_board_not_the_host():
@@ -183,7 +191,8 @@ def test_cli_runs_torch_tvm_and_tuned_side_by_side(tuned):
     assert list(rows["variant"]) == ["", "", "structured", "structured-blocked"]
     assert (rows["check"] == "passed").all() and rows["median_s"].notna().all()
     assert rows["target_string"].iloc[1] == rows["target_string"].iloc[2] != ""
-    assert "TVM vs torch per kind" in proc.stdout  # both speedups at the end
+    assert "TVM vs the best library per kind" in proc.stdout  # both speedups at the end
+    assert "suite total" in proc.stdout
     assert (rows["threads"] == 2).all()
 
 
@@ -227,18 +236,23 @@ def test_corrupted_database_is_one_clear_error(tuned, damaged, capsys):
 
 
 def test_spent_budget_uses_the_database_or_says_why(tuned):
-    from pwbench.tvm_bridge import database
+    from pwbench.backends import tvm_tuned_backend
+    from pwbench.backends.tuning_options import TuningOptions
 
-    cpu = targets.resolve("cpu")
-    db = database.Database(tuned["db"], cpu.tvm_target(2), cpu.fingerprint_facts())
-    spent = database.Budget(trials=10 * TRIALS, minutes=1e-9)  # more trials asked, no time left
+    def backend(space: str):
+        tuning = TuningOptions(trials=10 * TRIALS, tune_minutes=1e-9, tuning_dir=tuned["db"],
+                               spaces=(space,), blocked=False)  # more trials asked, no time left
+        return tvm_tuned_backend.Backend(targets.resolve("cpu"), Options(
+            threads=2, work_dir=tuned["tmp"] / f"spent_{space}", extra={TuningOptions.group: tuning}))
+
     (tiny,) = _suite_specs(tuned["tmp"])
-    assert database.ensure_tuned(tiny, db, spent, 2, space="structured").source == "database"
+    structured = backend("structured")
+    assert structured.build(tiny).columns["tuning"] == "database"
     # a structured layer never tuned gets the structure's first point, untuned (then verified)
-    untuned = database.ensure_tuned(LAYERS["pointwise"], db, spent, 2, space="structured")
-    assert untuned.source == "untuned" and untuned.task is not None
+    untuned = structured.build(LAYERS["pointwise"])
+    assert untuned.columns["tuning"] == "untuned" and "knobs" in untuned.columns
     with pytest.raises(RuntimeError, match="--tune-minutes budget was spent"):
-        database.ensure_tuned(LAYERS["pointwise"], db, spent, 2, space="default")
+        backend("default").build(LAYERS["pointwise"])
 
 
 @needs_tvm

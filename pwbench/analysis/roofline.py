@@ -4,7 +4,9 @@ A layer with F FLOPs and B minimal bytes takes at least max(F / peak FLOP/s, B /
 below the ridge intensity (peak FLOP/s / peak bytes/s) memory bounds it, above it compute does.
 pct_of_roof = 100 * roofline_s / median_s is how close the measured time comes to that bound.
 Peaks are fp32, plus the roofs measured for other dtypes (a GPU's fp16 / bf16 tensor-core GEMM);
-rows of a dtype without a measured roof get NaN rather than a bound from the wrong roof.
+rows of a dtype without a measured roof get NaN rather than a bound from the wrong roof. A TF32
+row (`compute` = "tf32": fp32 tensors, tensor-core products) is drawn against the TF32 GEMM roof,
+never the fp32 one, which it can exceed.
 """
 
 from __future__ import annotations
@@ -26,9 +28,11 @@ def attainable_flops_per_s(intensity, flops_per_s: float, bytes_per_s: float):
     return np.minimum(flops_per_s, np.asarray(intensity, dtype=float) * bytes_per_s)
 
 
-def row_columns(flops: float, nbytes: float, dtype: str, median_s: float, peaks) -> dict:
+def row_columns(flops: float, nbytes: float, dtype: str, median_s: float, peaks,
+                compute_mode: str = "") -> dict:
     """roofline_s, pct_of_roof and bound for one record (NaN / '' when there is no bound)."""
-    compute = peaks.flops_for(dtype) if peaks is not None else None
+    roof_of = "tf32" if compute_mode == "tf32" else dtype
+    compute = peaks.flops_for(roof_of) if peaks is not None else None
     if not compute:
         return {"roofline_s": math.nan, "pct_of_roof": math.nan, "bound": ""}
     roof = bound_s(flops, nbytes, compute, peaks.bytes_per_s)
@@ -42,7 +46,7 @@ def add_columns(frame: pd.DataFrame, peaks) -> pd.DataFrame:
     out = frame.copy()
     if out.empty:
         return out.assign(**{c: pd.Series(dtype=float) for c in COLUMNS})
-    values = [row_columns(r.flops, r.bytes, r.dtype, r.median_s, peaks)
+    values = [row_columns(r.flops, r.bytes, r.dtype, r.median_s, peaks, getattr(r, "compute", ""))
               for r in out.itertuples(index=False)]
     for column in COLUMNS:
         out[column] = [v[column] for v in values]

@@ -20,6 +20,12 @@ class BackendInfo:
     stack: str  # what a target must support for it: "torch", "tvm", "onnxruntime", "tvm-relax"
     description: str
 
+    @property
+    def side(self) -> str:
+        """"tvm" for TVM's kernels, "library" for a vendor library's (oneDNN, MLAS, cuDNN): the
+        two sides of pwbench's speedup tables."""
+        return "tvm" if self.stack.startswith("tvm") else "library"
+
 
 REGISTRY: dict[str, BackendInfo] = {}
 

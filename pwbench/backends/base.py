@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, ClassVar, Protocol, runtime_checkable
+from typing import Callable, ClassVar, Mapping, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -71,22 +71,22 @@ class Built:
     curve: list[dict] = field(default_factory=list)  # tuning-curve rows (tuning_curves.csv)
     notes: list[str] = field(default_factory=list)  # lines for the console, e.g. "tuned now: ..."
     runtime_env: dict = field(default_factory=dict)  # env vars a measuring process needs
-    library: Path | None = None  # the exported file the kernel is made from (kernel bundles)
+    artifact: object = None  # a TVM kernel's tvm_bridge.kernel.Artifact (kernel bundles keep it)
     details: dict = field(default_factory=dict)  # build facts for a bundle's manifest, not rows
 
 
 @dataclass(frozen=True)
 class Options:
-    """Run options a backend may use."""
+    """Run options every backend may use; a backend's own options (e.g. tuning_options.py) ride
+    in `extra`, keyed by their class's `group`, and are read with `of`."""
     threads: int = 1
     clock: str = "time"  # "instructions": kernels bring an InstructionClock (the run counts them)
     work_dir: Path | None = None  # where build() may write files for the run (exported libraries)
-    trials: int = 64  # tvm-tuned: MetaSchedule trials per layer
-    tune_minutes: float | None = None  # tvm-tuned: tuning budget for the whole suite
-    tuning_dir: Path | None = None  # tvm-tuned: tuning database root or one database
-    spaces: tuple[str, ...] = ("structured",)  # tvm-tuned: design spaces, one variant each
-    tuning_mode: str = "suite"  # tvm-tuned: "suite" (one task set) or "layer" (one at a time)
-    blocked: bool = True  # tvm-tuned: also the blocked end-to-end variant of structured kernels
+    extra: Mapping[str, object] = field(default_factory=dict)
+
+    def of(self, cls):
+        """This run's options of class `cls` (its defaults when none were given)."""
+        return self.extra.get(cls.group) or cls()
 
 
 class Events(Protocol):

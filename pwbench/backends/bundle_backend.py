@@ -1,15 +1,16 @@
 """Kernels from a kernel bundle (store/bundle.py), built elsewhere by `pwbench build`: nothing is
-compiled here, each kernel is loaded from its exported library by TVM's runtime alone, so a GPU
-machine without TVM's compiler (or nvcc) runs them. Rows keep the backend name the kernels were
-built by (`tvm`, `tvm-tuned`) and every column their build recorded, plus `kernel_bundle`."""
+compiled here, each kernel is an artifact (its library, entry point and layout, a structured
+kernel's packing included) loaded by the target's toolchain, with TVM's runtime alone: a GPU
+machine without TVM's compiler (or nvcc), or a board over RPC, runs them. Rows keep the backend
+name the kernels were built by (`tvm`, `tvm-tuned`) and every column their build recorded, plus
+`kernel_bundle`."""
 
 from __future__ import annotations
-
-import functools
 
 from pwbench.backends.base import Built, NoEvents, Options
 from pwbench.store import bundle as bundles
 from pwbench.tvm_bridge import runtime
+from pwbench.tvm_bridge.kernel import Artifact
 from pwbench.workloads.spec import ConvSpec
 
 
@@ -17,11 +18,13 @@ class Backend:
     def __init__(self, target, options: Options, events=NoEvents(), *, kit: bundles.Bundle,
                  name: str):
         """Refuses, in one line, a bundle for another arch, GPU, CUDA or TVM version."""
-        bundles.check_runtime(kit, runtime.version(), target)
-        self.kit, self.name, self.threads = kit, name, options.threads
+        bundles.check_runtime(kit, runtime.version(), target, runtime.ffi_version())
+        self.kit, self.name = kit, name
+        self.toolchain = target.toolchain(options.threads)  # loads on the target's GPU index
 
     def versions(self) -> dict:
-        return {"tvm": runtime.version(), "kernel_bundle": str(self.kit.dir),
+        return {"tvm": runtime.version(), "tvm_ffi": runtime.ffi_version(),
+                "kernel_bundle": str(self.kit.dir),
                 "cuda_toolkit": self.kit.built_for.get("cuda_toolkit")}
 
     def build(self, spec: ConvSpec) -> Built | list[Built]:
@@ -34,7 +37,7 @@ class Backend:
         if kernel.error:
             raise RuntimeError(f"its build failed when the bundle was made: {kernel.error}")
         library = str(bundles.library_path(self.kit.dir, kernel))
-        return Built(functools.partial(runtime.load_kernel, spec, library, kernel.device, self.threads),
-                     clock=kernel.clock, variant=kernel.variant,
+        artifact = Artifact.from_dict(spec, library, kernel.artifact | {"device": kernel.device})
+        return Built(self.toolchain.make(artifact), clock=kernel.clock, variant=kernel.variant,
                      columns=kernel.columns | {"kernel_bundle": str(self.kit.dir)},
-                     runtime_env=runtime.RUNTIME_ENV)
+                     runtime_env=self.toolchain.runtime_env)

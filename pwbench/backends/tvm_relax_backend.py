@@ -15,12 +15,13 @@ weight is an argument, loaded like its input.
 
 from __future__ import annotations
 
-import functools
 import math
-from pathlib import Path
 
 from pwbench.backends.base import Built, NoEvents, Options, Unsupported
-from pwbench.tvm_bridge import compiler, database, relax, runtime
+from pwbench.backends.tuning_options import TuningOptions
+from pwbench.backends.tvm_backend import exported
+from pwbench.tvm_bridge import relax, tuning
+from pwbench.tvm_bridge.database import Database, LayerRecord
 from pwbench.units import format_seconds
 from pwbench.workloads import torch_models
 
@@ -30,10 +31,10 @@ class Backend:
 
     def __init__(self, target, options: Options = Options(), events=NoEvents()):
         self.options, self.events, self.target_name = options, events, target.name
-        self.target = target.tvm_target(options.threads)
+        self.toolchain = target.toolchain(options.threads)
 
     def versions(self) -> dict:
-        return compiler.versions(self.target) | {"tvm_target": compiler.target_string(self.target)}
+        return self.toolchain.versions()
 
     def program(self, workload):
         why = torch_models.exportable(workload, self.name)
@@ -42,16 +43,11 @@ class Backend:
         return relax.import_onnx(torch_models.onnx_model(workload), workload)
 
     def build(self, workload) -> Built:
-        executable = relax.compile_untuned(self.program(workload), self.target)
-        return self.exported(workload, executable)
+        return self.exported(workload, self.toolchain.compile(self.program(workload)))
 
-    def exported(self, workload, executable, columns: dict | None = None, **extra) -> Built:
-        library = Path(self.options.work_dir) / f"{self.name}_{workload.id}.so"
-        compiler.export(executable, library)
-        return Built(functools.partial(runtime.load_relax_kernel, workload, str(library),
-                                       self.options.threads),
-                     columns={"target_string": compiler.target_string(self.target), **(columns or {})},
-                     runtime_env=runtime.RUNTIME_ENV, **extra)
+    def exported(self, workload, compiled, columns: dict | None = None, **extra) -> Built:
+        return exported(self.toolchain, workload, compiled, None, self.options, self.name, columns,
+                        convention="vm", **extra)
 
 
 class TunedBackend(Backend):
@@ -60,38 +56,65 @@ class TunedBackend(Backend):
     def __init__(self, target, options: Options = Options(), events=NoEvents()):
         """Opens (and checks) the tuning database before the first workload, as tvm-tuned does."""
         super().__init__(target, options, events)
-        self.db = database.Database(options.tuning_dir, self.target, target.tuning_facts())
-        self.budget = database.Budget(options.trials, options.tune_minutes)
+        self.tuning = options.of(TuningOptions)
+        self.db = Database(self.tuning.tuning_dir, self.toolchain.target, target.tuning_facts())
+        self.session = tuning.Session(self.db, self.toolchain, options.threads)
+        self.budget = tuning.Budget(self.tuning.trials, self.tuning.tune_minutes)
+        self.tuned_now: set[str] = set()
+        self._fused: dict = {}
 
     def versions(self) -> dict:
         return super().versions() | {"tuning_database": str(self.db.dir)}
 
-    def tune(self, workload, on_progress=None):
-        """(database.Outcome, relax.Tuner): the workload tuned now, or taken from the database.
-        `pwbench tune --backend tvm-relax-tuned` calls this alone."""
-        tuner = relax.Tuner(relax.fuse(self.program(workload), self.target), self.target, workload)
+    @property
+    def structured(self) -> bool:
+        """Whether the structured space takes the convs it claims (a CPU target, asked for)."""
+        return self.toolchain.structured and "structured" in self.tuning.spaces
 
-        def progress(trials, best_s):
+    def fused(self, workload) -> tuple[object, tuning.Job]:
+        """(the fused module, its tuning job), made once per workload."""
+        if workload.id not in self._fused:
+            target, structured = self.toolchain.target, {}
+            program = self.program(workload)
+            if self.structured:
+                program, structured = relax.structure(program, target)
+            fused = relax.fuse(program, target)
+            self._fused[workload.id] = (fused, relax.job(fused, target, workload, structured))
+        return self._fused[workload.id]
+
+    def records(self, workload) -> list[tuple[str, str]]:
+        key = self.fused(workload)[1].key
+        return [("relax" + (" structured" if key.endswith("@structured") else ""), key)]
+
+    def tune(self, workloads: list, on_progress=None) -> set[str]:
+        """The workloads that lack trials tuned now, their fused PrimFuncs as one task set
+        (`pwbench tune --backend tvm-relax-tuned`, and each build)."""
+        jobs = [self.fused(w)[1] for w in workloads]
+
+        def progress(key, trials, best_s):
             best = format_seconds(best_s if best_s < math.inf else math.nan)
-            self.events.progress(f"tuning {workload.label[:40]} ({len(tuner.tasks)} tasks): "
-                                 f"{trials}/{self.budget.trials} trials per task, estimate {best}")
+            self.events.progress(f"tuning {key.removeprefix('relax:')[:40]}: {trials}/"
+                                 f"{self.budget.trials} trials per task, estimate {best}")
 
-        outcome = database.ensure_tuned(workload, self.db, self.budget, self.options.threads,
-                                        on_progress or progress, tuner=tuner)
-        return outcome, tuner
+        done = self.session.tune(jobs, self.budget, on_progress or progress)
+        self.tuned_now |= done
+        return done
 
     def build(self, workload) -> Built:
-        outcome, tuner = self.tune(workload)
-        record = outcome.record
-        columns = {"tuning": outcome.source, "tuning_trials": record.trials,
-                   "tuning_s": record.tune_s, "tuning_tasks": len(tuner.tasks),
-                   "tuned_primfuncs": f"{tuner.scheduled}/{tuner.total}"}
-        source = ("from the tuning database" if outcome.source == "database" else
-                  f"tuned now ({record.tune_s:.0f} s), saved to the database")
-        note = (f"{len(tuner.tasks)} task(s) ({', '.join(tuner.task_names)}), {record.trials} "
-                f"trials per task {source}; {tuner.scheduled} of {tuner.total} PrimFuncs scheduled"
-                + ("" if tuner.scheduled == tuner.total else
-                   " (the others run untuned: the database holds no record for them)"))
-        return self.exported(workload, outcome.schedule, columns,
-                             curve=database.curve_rows(workload, self.name, self.target_name, record),
-                             notes=[note])
+        self.tune([workload])
+        fused, job = self.fused(workload)
+        source = "tuned" if job.key in self.tuned_now else "database"
+        compiled, scheduled, total = relax.compile_tuned(fused, self.toolchain, self.db.tvm())
+        record = self.db.record(job.key) or LayerRecord()
+        columns = {"tuning": source if scheduled else "untuned", "tuning_trials": record.trials,
+                   "tuning_s": record.tune_s, "tuning_tasks": len(job.tasks),
+                   "space": "structured" if job.key.endswith("@structured") else "default",
+                   "tuned_primfuncs": f"{scheduled}/{total}"}
+        how = ("from the tuning database" if source == "database" else
+               f"tuned now ({record.tune_s:.0f} s), saved to the database")
+        note = (f"{len(job.tasks)} task(s) ({', '.join(t.name for t in job.tasks)}), "
+                f"{record.trials} trials per task {how}; {scheduled} of {total} PrimFuncs "
+                "scheduled" + ("" if scheduled == total else
+                               " (the others run untuned: the database holds no record for them)"))
+        return self.exported(workload, compiled, columns, notes=[note],
+                             curve=tuning.curve_rows(workload, self.name, self.target_name, record))

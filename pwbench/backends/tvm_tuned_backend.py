@@ -1,11 +1,14 @@
 """TVM tuned by MetaSchedule for this target, through a reusable tuning database
 (pwbench/tvm_bridge/database.py): layers the database already holds are compiled from it, not
-tuned again. Every kernel, tuned now or taken from the database, is verified before timing.
+tuned again. Every kernel, tuned now or taken from the database, is verified before timing. The
+same path serves every target: the target's toolchain builds, loads and measures (this CPU, a
+board behind an RPC tracker, the instruction clock, a GPU).
 
-Design spaces (`--space`, tvm_bridge/spaces.py): `structured` (default), the NCHW[x]c register-
-tile structure whose knobs MetaSchedule draws; a layer it does not claim (grouped, dilated, odd
-shapes) falls back to `default`, MetaSchedule's own space over TOPI's compute, and its row says
-so (variant `default`, column `space_note`). Asking for both shows what the structure buys.
+Design spaces (`--space`, tvm_bridge/spaces): `structured` (default on CPU targets, at the
+target's vector width), the NCHW[x]c register-tile structure whose knobs MetaSchedule draws; a
+layer it does not claim (grouped, dilated, a depthwise multiplier, not float32) or a GPU's falls
+back to `default`, MetaSchedule's own space over TOPI's compute, and its row says so (variant
+`default`, column `space_note`). Asking for both shows what the structure buys.
 
 Tuning (`--tuning`): `suite` (default) tunes every layer of the run that lacks trials as one
 task set before the first kernel is built (`prepare`); `layer` tunes each layer when it is built.
@@ -18,19 +21,18 @@ end to end as if every layer of the network used the layout (converted when load
 
 from __future__ import annotations
 
-import functools
 import math
-from pathlib import Path
 
 from pwbench.backends.base import Built, NoEvents, Options
+from pwbench.backends.tuning_options import TuningOptions
 from pwbench.backends.tvm_backend import exported, single_convs_only
 from pwbench.errors import UserError
-from pwbench.tvm_bridge import compiler, database, layouts, runtime, spaces
+from pwbench.tvm_bridge import layers, tuning, warm
+from pwbench.tvm_bridge.database import Database
 from pwbench.units import format_seconds
 from pwbench.workloads.spec import ConvSpec
 
 BLOCKED = "structured-blocked"
-TUNING_MODES = ("suite", "layer")
 
 
 class Backend:
@@ -40,122 +42,112 @@ class Backend:
         """Opens (and checks) the tuning database before the first layer: a corrupted or foreign
         database stops the run with one clear line."""
         self.options, self.events, self.target_name = options, events, target.name
-        bad = [s for s in options.spaces if s not in spaces.SPACES]
-        if bad or not options.spaces:
-            raise UserError(f"--space must be {', '.join(spaces.SPACES)} or both, got "
-                            f"{','.join(options.spaces)!r}")
-        self.spaces = options.spaces
-        if options.clock == "instructions" and "structured" in options.spaces:
-            # the instruction clock calls a TVM kernel through its C entry point with plain
-            # tensors (tvm_bridge/ffi_kernel.py); a structured kernel's weight is pre-packed
-            self.spaces = tuple(dict.fromkeys(s.replace("structured", "default")
-                                              for s in options.spaces))
-            events.note("tvm-tuned under --clock instructions: the default space (the structured "
-                        "space's pre-packed weights are not counted yet)")
-        if options.tuning_mode not in TUNING_MODES:
-            raise UserError(f"--tuning must be one of {', '.join(TUNING_MODES)}, got "
-                            f"{options.tuning_mode!r}")
-        self.place = target  # where kernels are linked for and run (and candidates measured)
-        self.target = target.tvm_target(options.threads)
-        self.db = database.Database(options.tuning_dir, self.target, target.tuning_facts())
-        self.budget = database.Budget(options.trials, options.tune_minutes)
-        self.cannot_measure = target.run_problem()  # e.g. building CUDA kernels without a GPU
-        self.tuned_now: set[tuple[str, str]] = set()  # (spec id, space) the suite tuning did
+        self.tuning = options.of(TuningOptions)
+        problem = self.tuning.check()
+        if problem:
+            raise UserError(problem)
+        self.toolchain = target.toolchain(options.threads)
+        self.db = Database(self.tuning.tuning_dir, self.toolchain.target, target.tuning_facts())
+        self.session = tuning.Session(self.db, self.toolchain, options.threads)
+        self.budget = tuning.Budget(self.tuning.trials, self.tuning.tune_minutes)
+        self.tuned_now: set[str] = set()  # record keys tuned in this run
+        self.warm = warm.knobs(self.toolchain.target) if self.toolchain.structured else {}
 
     def versions(self) -> dict:
-        return compiler.versions(self.target) | {"tvm_target": compiler.target_string(self.target),
-                                      "tuning_database": str(self.db.dir)}
+        return self.toolchain.versions() | {"tuning_database": str(self.db.dir)}
+
+    def plans(self, spec: ConvSpec) -> list:
+        """The layer's plan per asked space (a fallback that is the default space asked too
+        counts once)."""
+        found = {}
+        for space in self.tuning.spaces:
+            plan = layers.plan(spec, self.toolchain, space)
+            found.setdefault(plan.space, plan)
+        return list(found.values())
+
+    def records(self, workload) -> list[tuple[str, str]]:
+        """(space, record key) of a workload's entries in the database (none for a block)."""
+        if not isinstance(workload, ConvSpec):
+            return []
+        return [(p.space + (" (fallback)" if p.reason else ""), layers.record_key(workload, p.space))
+                for p in self.plans(workload)]
+
+    def tune(self, workloads: list, on_progress=None) -> set[str]:
+        """Every single conv that lacks trials, tuned now as one task set (per kind of search)."""
+        specs = [w for w in workloads if isinstance(w, ConvSpec)]
+        jobs = [layers.job(spec, plan, self.warm.get(spec.id, "")) for spec in specs
+                for plan in self.plans(spec)]
+        done = self.session.tune(jobs, self.budget, on_progress or self._progress(len(specs)))
+        self.tuned_now |= done
+        return done
+
+    def _progress(self, count: int):
+        def progress(key, trials, best_s):
+            best = format_seconds(best_s if best_s < math.inf else math.nan)
+            self.events.progress(f"tuning {count} layer(s): {key.split('_')[1]} at {trials} "
+                                 f"trials, best {best}")
+        return progress
 
     def prepare(self, workloads) -> None:
-        """Suite-wide tuning: every single conv of the run as one task set, per design space."""
-        if self.options.tuning_mode != "suite" or self.cannot_measure or self.place.rpc:
+        """Suite-wide tuning: every single conv of the run as one task set."""
+        if self.tuning.tuning_mode != "suite":
             return
-        specs = [w for w in workloads if isinstance(w, ConvSpec)]
-        self.budget = database.Budget(self.options.trials, self.options.tune_minutes)  # from now
-        for space in self.spaces:
-            def progress(key, trials, best_s, space=space):
-                self.events.progress(f"tuning {len(specs)} layers ({space} space, suite-wide): "
-                                     f"{key.split('_')[1]} at {trials} trials, best "
-                                     f"{format_seconds(best_s if best_s < math.inf else math.nan)}")
-
-            tuned = database.tune_suite(specs, self.db, self.budget, self.options.threads, space,
-                                        progress)
-            self.tuned_now |= {(spec_id, space) for spec_id in tuned}
-        self.db.close()
+        self.budget = tuning.Budget(self.tuning.trials, self.tuning.tune_minutes)  # from now
+        try:
+            self.tune(workloads)
+        finally:
+            self.session.close()
 
     def build(self, spec: ConvSpec) -> Built | list[Built]:
         single_convs_only(spec, self.name)
-        built, seen = [], set()
-        for space in self.spaces:
-            def progress(trials, best_s):
-                best = format_seconds(best_s if best_s < math.inf else math.nan)
-                self.events.progress(f"tuning {spec.label[:40]}: {trials}/{self.budget.trials} "
-                                     f"trials, best {best}")
-
-            outcome = database.ensure_tuned(spec, self.db, self.budget, self.options.threads,
-                                            progress, space, self.cannot_measure,
-                                            board=self.place if self.place.rpc else None)
-            if (spec.id, space) in self.tuned_now and outcome.source == "database":
-                outcome.source = "tuned"
-            if outcome.plan.space in seen:  # a fallback that is the default space asked too
-                continue
-            seen.add(outcome.plan.space)
-            built.append(self._built(spec, outcome))
-            if self.options.blocked and outcome.task is not None and spec.layout == "NCHW":
-                built.append(self._blocked(spec, outcome))
+        if self.tuning.tuning_mode == "layer":
+            self.tune([spec])
+        built = []
+        for plan in self.plans(spec):
+            key = layers.record_key(spec, plan.space)
+            if self.db.record(key) is None and plan.space == "default":
+                _untuned_problem(self.db, self.toolchain, self.budget)
+            outcome = layers.best(spec, self.db, plan, "tuned" if key in self.tuned_now else "database")
+            built.append(self._built(outcome))
+            if self.tuning.blocked and outcome.task is not None and spec.layout == "NCHW":
+                built.append(self._blocked(outcome))
         return built[0] if len(built) == 1 else built
 
     # ---- kernels ----------------------------------------------------------------------------
-    def _built(self, spec: ConvSpec, outcome: database.Outcome) -> Built:
-        record, plan, task = outcome.record, outcome.plan, outcome.task
+    def _built(self, outcome: layers.Outcome) -> Built:
+        spec, plan, record = outcome.spec, outcome.plan, outcome.record
         columns = self._tuning_columns(outcome) | {"space": plan.space, "space_note": plan.reason,
-                                                   "tvm_layout": spec.layout}
+                                                   "tvm_layout": outcome.layout.name}
         if self.db.fingerprint.get("gpu"):
             columns["tuned_for_gpu"] = self.db.fingerprint["gpu"]
-        compiled = compiler.compile_scheduled(self.target, outcome.schedule)
-        packing = None
-        if task is not None:
-            structure, reg_n = spaces.knobs(outcome.schedule)
-            columns["knobs"] = _knobs(task, structure, reg_n)
-            packing = layouts.Packing(spec.layout, task.ic_bn, task.oc_bn)
+        if outcome.task is not None:
+            columns["knobs"] = layers.knobs_text(outcome.task, outcome.schedule)
+            columns["warm_start"] = _warm_start(self.warm.get(spec.id), columns["knobs"])
         notes = [self._note(outcome)] + ([f"{plan.reason}: tuned in the default space"]
                                          if plan.reason else [])
-        return self._export(spec, compiled, plan.space, packing, columns, notes,
-                            database.curve_rows(spec, self.name, self.target_name, record,
-                                                plan.space))
+        if columns.get("warm_start"):
+            notes.append(f"warm start ({warm.isa(self.toolchain.target)} table): "
+                         f"{columns['warm_start']}")
+        compiled = self.toolchain.compile(outcome.schedule.mod)
+        return exported(self.toolchain, spec, compiled, outcome.layout, self.options,
+                        f"{self.name}_{plan.space}", columns, variant=plan.space, notes=notes,
+                        curve=tuning.curve_rows(spec, self.name, self.target_name, record, plan.space))
 
-    def _blocked(self, spec: ConvSpec, outcome: database.Outcome) -> Built:
-        """The tuned knobs on the blocked layout (no tuning of its own: same tile, same blocks)."""
-        structure, reg_n = spaces.knobs(outcome.schedule)
-        task = spaces.Task(spec, spaces.BLOCKED, outcome.task.ic_bn, outcome.task.oc_bn,
-                           outcome.task.lanes, outcome.task.accumulators)
-        structure = spaces.Structure(structure.unroll_kw, "direct", "stage")
-        compiled = compiler.compile_scheduled(self.target, spaces.fixed(task, structure, reg_n))
+    def _blocked(self, outcome: layers.Outcome) -> Built:
+        task, schedule = layers.blocked(outcome)
         columns = self._tuning_columns(outcome) | {"space": "structured", "space_note": "",
-                                                   "tvm_layout": spaces.BLOCKED,
-                                                   "knobs": _knobs(task, structure, reg_n)}
-        packing = layouts.Packing(spaces.BLOCKED, task.ic_bn, task.oc_bn)
-        return self._export(spec, compiled, BLOCKED, packing, columns, [], [])
+                                                   "tvm_layout": task.layout,
+                                                   "knobs": layers.knobs_text(task, schedule)}
+        return exported(self.toolchain, outcome.spec, self.toolchain.compile(schedule.mod),
+                        task.packing, self.options, f"{self.name}_{BLOCKED}", columns,
+                        variant=BLOCKED)
 
-    def _tuning_columns(self, outcome: database.Outcome) -> dict:
+    def _tuning_columns(self, outcome: layers.Outcome) -> dict:
         record = outcome.record
         return {"tuning": outcome.source, "tuning_trials": record.trials, "tuning_s": record.tune_s,
-                "tuning_wall_s": record.wall_s, "tuning_mode": self.options.tuning_mode}
+                "tuning_wall_s": record.wall_s, "tuning_mode": self.tuning.tuning_mode}
 
-    def _export(self, spec, compiled, variant, packing, columns, notes, curve) -> Built:
-        """The kernel exported into the run's work directory, made in a worker from there."""
-        if packing is None:
-            return exported(spec, compiled, self.target, f"{self.name}_{variant}", self.options,
-                            columns, place=self.place, variant=variant, curve=curve, notes=notes)
-        library = str(Path(self.options.work_dir) / f"{self.name}_{variant}_{spec.id}.so")
-        compiler.export(compiled.executable, library)
-        make = functools.partial(runtime.load_packed_kernel, spec, library, self.options.threads,
-                                 packing)
-        return Built(make, variant=variant,
-                     columns={"target_string": compiler.target_string(self.target), **columns},
-                     curve=curve, notes=notes, runtime_env=runtime.RUNTIME_ENV)
-
-    def _note(self, outcome: database.Outcome) -> str:
+    def _note(self, outcome: layers.Outcome) -> str:
         record, space = outcome.record, outcome.plan.space
         if outcome.source == "untuned":
             return (f"{space} space: the tuning budget was spent before this layer's first "
@@ -163,10 +155,27 @@ class Backend:
         if outcome.source == "database":
             return (f"{space} space: schedule from the tuning database ({record.trials} trials, "
                     f"tuned in {record.tune_s:.0f} s earlier), verified before timing")
-        how = "suite-wide" if self.options.tuning_mode == "suite" else "alone"
+        how = "suite-wide" if self.tuning.tuning_mode == "suite" else "alone"
         return (f"{space} space: tuned now ({how}): {record.trials} trials, {record.tune_s:.0f} s "
                 "of its own batches, saved to the database")
 
 
-def _knobs(task: spaces.Task, structure: spaces.Structure, reg_n: int) -> str:
-    return f"ic_bn={task.ic_bn};oc_bn={task.oc_bn};reg_n={reg_n};{structure.text}"
+def _warm_start(shipped: str | None, chosen: str) -> str:
+    """What the warm start did for a layer: nothing (no shipped schedule), or whether the
+    shipped schedule, measured here first, is still the best the database holds."""
+    if not shipped:
+        return ""
+    return "the shipped schedule is the best here" if shipped == chosen else \
+        "tuning here found a faster schedule than the shipped one"
+
+
+def _untuned_problem(db: Database, toolchain, budget: tuning.Budget) -> None:
+    """Why a default-space layer has no schedule: raised as its error row."""
+    why = toolchain.measure_problem
+    if why:
+        raise RuntimeError(f"tuning database {db.dir} holds no schedule for this layer, and it "
+                           f"cannot be tuned here, since tuning measures candidates on the target "
+                           f"({why.split(';')[0]}): tune it where the target runs ('pwbench "
+                           "tune') and give that database with --tuning-dir")
+    if budget.seconds_left <= 0:
+        raise RuntimeError("the --tune-minutes budget was spent before this layer was tuned")

@@ -28,6 +28,7 @@ def add(sub):
 def main(args) -> int:
     from pwbench import backends, targets
     from pwbench.backends.base import Options
+    from pwbench.backends.tuning_options import TuningOptions
     from pwbench.errors import UserError
     from pwbench.store import bundle
     from pwbench.workloads import suites
@@ -53,7 +54,8 @@ def main(args) -> int:
                             "kernels where it runs); 'pwbench run --kernels DIR' runs it there")
     key = target.kernel_key()
     work = args.output / re.sub(r"[^A-Za-z0-9._]+", "-", "_".join(map(str, key.values())))
-    options = Options(threads=args.threads, work_dir=work, tuning_dir=args.tuning_dir)
+    tuning = TuningOptions(tuning_dir=args.tuning_dir)
+    options = Options(threads=args.threads, work_dir=work, extra={TuningOptions.group: tuning})
     made = {name: backends.backend_class(name, target)(target, options) for name in names}
     kernels, texts, seconds = _build_all(layers, made, args.output)
     meta = _meta(target, suite, made, kernels)
@@ -99,11 +101,12 @@ def _build_all(layers, made, out: Path):
 def _kernel(spec, name, built, out: Path):
     from pwbench.store.bundle import Kernel
 
-    if built.library is None:
+    if built.artifact is None:
         raise RuntimeError(f"backend {name} exports no library to put in a bundle")
-    return Kernel(spec.id, name, built.variant, built.library.relative_to(out).as_posix(),
+    library = Path(built.artifact.library)
+    return Kernel(spec.id, name, built.variant, library.relative_to(out).as_posix(),
                   built.details.get("device", ""), built.clock, dict(built.columns),
-                  list(built.details.get("kernels", [])))
+                  list(built.details.get("kernels", [])), artifact=built.artifact.to_dict())
 
 
 def _meta(target, suite, made, kernels) -> dict:
@@ -118,12 +121,23 @@ def _meta(target, suite, made, kernels) -> dict:
     built_for = target.kernel_key() | {"cuda_toolkit": versions.get("cuda_toolkit")}
     if tuned_for:
         built_for["tuned_for_gpu"] = tuned_for[0]
-    return {"built_for": built_for, "tvm": versions.get("tvm"), "target": target.name,
+    return {"built_for": built_for, "tvm": versions.get("tvm"), "tvm_ffi": _ffi_version(),
+            "target": target.name,
             "tvm_target": versions.get("tvm_target"), "versions": versions,
             "suite": suite.name, "suite_description": suite.description,
             "pwbench": pwbench.__version__, "git_commit": env.git_commit(),
             "utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "command": " ".join(["pwbench", *sys.argv[1:]])}
+
+
+def _ffi_version() -> str | None:
+    """tvm_ffi's version (the ABI the libraries call), from its package metadata."""
+    import importlib.metadata
+
+    try:
+        return importlib.metadata.version("apache-tvm-ffi")
+    except importlib.metadata.PackageNotFoundError:
+        return None
 
 
 def _report(kit, seconds) -> None:

@@ -30,7 +30,7 @@ class RunProgress:
         self.bar = self.task = None
 
     def run(self, plan):
-        from pwbench.measure import runner
+        from pwbench.pipeline import runner
         from pwbench.targets import peaks
 
         for warning in plan.warnings:
@@ -233,8 +233,8 @@ def peaks_summary(peaks) -> None:
 
 
 def speedups(rows: list[dict]) -> None:
-    """TVM vs torch per layer and per kind, like for like and best vs best (report/speedups.py),
-    when the run timed both stacks."""
+    """TVM vs the best library per layer and per kind, like for like and best vs best, and the
+    suite's totals per stack (report/speedups.py), when the run timed both sides."""
     import pandas as pd
 
     from pwbench.report import speedups as sp
@@ -246,10 +246,18 @@ def speedups(rows: list[dict]) -> None:
     if per_layer.empty:
         return
     shown = tables.display(per_layer, sp.layer_columns())
-    console.print(tables.rich_table(shown, "TVM vs torch per layer (> 1: TVM faster; verified "
-                                           "rows only)"))
+    console.print(tables.rich_table(shown, "TVM vs the best library per layer (> 1: TVM faster; "
+                                           "verified rows only)"))
     kinds = sp.by_kind(per_layer)
     console.print(tables.rich_table(tables.display(kinds, sp.kind_columns()),
-                                    "TVM vs torch per kind (geomean)"))
-    console.print("like for like: the same layout in and out on both sides; best vs best: each "
-                  "stack's fastest NCHW or NHWC row; blocked end to end is shown, never counted")
+                                    "TVM vs the best library per kind (geomean)"))
+    console.print("library: torch eager, torch-frozen and onnxruntime, whichever is fastest; like "
+                  "for like: the same layout in and out on both sides; best vs best: each side's "
+                  "fastest NCHW or NHWC row; blocked end to end is shown, never counted")
+    totals = sp.network_totals(per_layer)
+    if totals.get("layers"):
+        console.print(f"suite total (each layer x its count, {totals['convs']} convs, "
+                      f"{totals['layers']} of {totals['of']} layers timed on both sides): the "
+                      f"library's best {format_seconds(totals['library_s'])}, TVM's best "
+                      f"{format_seconds(totals['tvm_s'])}: TVM takes "
+                      f"{1 / totals['ratio']:.2f}x the library's time", highlight=False)

@@ -5,13 +5,12 @@
                                               aarch64 board (qemu) on 127.0.0.1; Ctrl-C stops them
     pwbench fleet local --stop                stop the local fleet (started here or elsewhere)
 
-`pwbench run --fleet HOST:PORT` (run_fleet below) runs a suite on one board of every key, one
-run directory per key, and ends with the hardware-selection report across them."""
+`pwbench run --fleet HOST:PORT` (cli/run.py) runs a suite on one board of every key, one run
+directory per key, and ends with the hardware-selection report across them."""
 
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
@@ -150,73 +149,3 @@ def _local(args) -> int:
     except BaseException:
         fleet.stop()
         raise
-
-
-# ---- pwbench run --fleet ------------------------------------------------------------------------
-def run_fleet(args) -> int:
-    """One run per key of the tracker (on one board of each), then the selection report."""
-    import datetime
-
-    from pwbench import report
-    from pwbench.cli import console
-    from pwbench.cli.run import config_of
-    from pwbench.errors import UserError
-    from pwbench.measure import runner
-    from pwbench.targets.board import Endpoint, parse_address
-    from pwbench.tvm_bridge import rpc
-
-    if args.rpc_tracker or args.rpc_key:
-        raise UserError("--fleet runs on every key of its tracker: drop --rpc-tracker / --rpc-key")
-    if args.target != "cpu":
-        raise UserError("--fleet takes each board's target from what the board says it is: "
-                        "drop --target (or run one key with --target T --rpc-key KEY)")
-    backends = [b.strip() for b in (args.backend or "tvm").split(",") if b.strip()]
-    if "torch" in backends:
-        raise UserError("torch does not run through RPC: run `pwbench run --backend torch` on each "
-                        "board itself and give those run directories to `pwbench report` with these")
-    host, port = parse_address(args.fleet, "--fleet")
-    try:
-        keys = [k for k, c in rpc.fleet(host, port).items() if c["total"]]
-    except rpc.BoardError as exc:
-        raise UserError(str(exc)) from None
-    if not keys:
-        raise UserError(f"no board is registered with the RPC tracker {host}:{port}")
-    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    root = args.output or Path("results") / f"{stamp}_{Path(args.suite or 'default').stem}_fleet"
-    console.console.print(f"fleet {host}:{port}: {len(keys)} key(s): {', '.join(keys)}; runs under {root}")
-    done, problems, failed = [], [], 0
-    for key in keys:
-        endpoint = Endpoint(host, port, key, args.rpc_session_timeout or Endpoint.session_timeout_s)
-        config = config_of(args, backends=tuple(backends), output=root / _safe(key), rpc=endpoint)
-        console.console.rule(f"key {key}")
-        watch = console.RunProgress()
-        try:
-            plan = runner.plan(config, watch)
-            writer = watch.run(plan)
-        except UserError as exc:  # this key's boards cannot be used: say so, go on
-            problems.append(f"key {key}: {exc}")
-            console.warn(f"key {key}: {exc}")
-            continue
-        except KeyboardInterrupt as stop:
-            print(f"pwbench: {signals.what(stop)}; every finished run is kept", file=sys.stderr)
-            return signals.exit_status(stop)
-        console.summary(writer.rows)
-        from pwbench.store import results
-
-        failed += sum(results.failed(r) for r in writer.rows)
-        done.append(writer.dir)
-    if not done:
-        raise UserError("no key of the fleet could be measured: " + "; ".join(problems))
-    built = report.build(done, root / "report", show=console.console.print)
-    for warning in built.warnings:
-        console.warn(warning)
-    print(f"runs: {', '.join(str(d) for d in done)}")
-    print(f"report: {built.index}")
-    if problems or failed:
-        print(f"pwbench: {len(problems)} key(s) not measured, {failed} kernel(s) failed or could "
-              "not run", file=sys.stderr)
-    return 1 if problems or failed else 0
-
-
-def _safe(key: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "-" for c in key)[:60] or "key"

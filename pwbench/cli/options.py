@@ -3,29 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import math
 import os
 from pathlib import Path
 
-
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
-def positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = 0.0
-    if not 0 < value < math.inf:  # also false for NaN; inf would be written as JSON's non-word
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return value
+from pwbench.argtypes import names, positive_float, positive_int  # noqa: F401 (shared)
 
 
 def port_number(text: str) -> int:
@@ -98,11 +79,6 @@ def add_tuning(parser) -> None:
     parser.add_argument("--tuning", default="suite", metavar="suite|layer", dest="tuning_mode",
                         help="tvm-tuned: tune the run's layers as one task set (suite, default) "
                              "or one layer at a time (layer)")
-
-
-def names(text: str) -> tuple[str, ...]:
-    """A comma-separated list, e.g. 'structured,default'."""
-    return tuple(dict.fromkeys(t.strip() for t in text.split(",") if t.strip()))
 
 
 def add_db(parser, default=None) -> None:

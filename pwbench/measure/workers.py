@@ -7,7 +7,10 @@ Rounds are interleaved across kernels: round r starts one fresh process that mak
 times every kernel in turn (odd rounds in reverse order, so no kernel always runs first), then
 exits. A kernel that kills its process (a segfault in generated code) becomes an error result; a
 new process takes over the rest of the round, and that kernel is not tried again. A process that
-sends nothing for `timeout_s` is killed the same way, so a hung kernel never hangs the run.
+sends nothing for `timeout_s` is killed the same way, so a hung kernel never hangs the run. A
+kernel that leaves the process unable to run others (`target.device_problem()`: a sticky CUDA
+error, after which every later kernel in that process would fail) ends its process the same way:
+its row says why, and a fresh process takes over the rest.
 
 Under the instruction clock (`Settings.valgrind`) each process is started under callgrind
 instead (measure/instructions.py: a subprocess, not multiprocessing's spawn, so that valgrind is
@@ -30,12 +33,13 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterator
 
-from pwbench.measure.clocks import InstructionClock
+from pwbench.measure.clocks import InstructionClock, graphed
 from pwbench.measure import instructions, timing, verify
 from pwbench.workloads.spec import ConvSpec
 
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 STARTUP_TIMEOUT_S = 300.0  # importing torch and TVM under a loaded machine can take a minute
+STOPPED = "worker process stopped"  # an outcome's error that ends its process (a poisoned device)
 
 
 @dataclass
@@ -73,6 +77,8 @@ class Settings:
     timeout_s: float
     valgrind: instructions.Valgrind | None = None  # the instruction clock: count under callgrind
     work_dir: Path | None = None  # where callgrind's files go (instruction clock)
+    cuda_graphs: bool = False  # replay each timed block from a CUDA graph (clock cuda-graph)
+    startup_timeout_s: float = STARTUP_TIMEOUT_S  # a new process's first answer, beyond timeout_s
 
 
 def measure(jobs: list[Job], target, settings: Settings,
@@ -82,7 +88,7 @@ def measure(jobs: list[Job], target, settings: Settings,
     for r in range(settings.processes):
         order = [j for j in (jobs if r % 2 == 0 else jobs[::-1]) if j.key not in crashed]
         for outcome in _round(order, r, target, settings):
-            if outcome.error.startswith("worker process"):
+            if outcome.error.startswith("worker process"):  # died, hung or stopped: not again
                 crashed.add(outcome.key)
             outcomes.append(outcome)
             on_outcome(outcome)
@@ -118,7 +124,7 @@ class _Worker:
             self.conn.send(sys.path)
             self.conn.send_bytes(pickle.dumps((env, target, settings, started)))
         child.close()
-        self.jobs, self.timeout_s = jobs, settings.timeout_s
+        self.jobs, self.timeout_s, self.startup_s = jobs, settings.timeout_s, settings.startup_timeout_s
         self.conn.send_bytes(pickle.dumps(jobs))
 
     def __enter__(self):
@@ -131,7 +137,7 @@ class _Worker:
         self.conn.close()
 
     def outcomes(self, index: int) -> Iterator[Outcome]:
-        current, wait = self.jobs[0].key, STARTUP_TIMEOUT_S + self.timeout_s
+        current, wait = self.jobs[0].key, self.startup_s + self.timeout_s
         while True:
             if not self.conn.poll(wait):
                 self.process.kill()
@@ -193,7 +199,13 @@ def _serve(conn, env: dict, target, settings: Settings, started: float | None = 
         conn.send(("start", job.key))
         outcome = _measure_one(job, settings, target, counter)
         outcome.columns |= process if outcome.counts else {}
+        problem = target.device_problem()
+        if problem:  # every later kernel here would fail: this one's row says why (its times,
+            # if any, are not trusted), and a new process takes over the rest
+            outcome.error, outcome.samples_s, outcome.number = f"{STOPPED}: {problem}", None, 0
         conn.send(("outcome", outcome))
+        if problem:
+            break
     conn.send(("done",))
 
 
@@ -224,7 +236,7 @@ def _measure_one(job: Job, settings: Settings, target,
         check = verify.check(kernel, job.spec, verify.Expected.load(job.expected))
         outcome.check, outcome.error = check.verdict, check.detail
         outcome.max_abs_err, outcome.max_rel_err = check.max_abs_err, check.max_rel_err
-        outcome.columns = dict(getattr(kernel, "columns", {}))
+        outcome.columns = dict(getattr(kernel, "columns", {})) | {"check_mode": check.mode}
         if check.verdict == "failed":  # a wrong kernel is never timed
             return outcome
         if kernel.clock.name != job.clock:  # the row would name the wrong clock
@@ -241,10 +253,11 @@ def _measure_one(job: Job, settings: Settings, target,
             if type(kernel.clock) is InstructionClock:  # counted from Python: what that adds
                 outcome.columns["empty_call_instructions"] = counter.empty_call()
             return outcome
+        clock = graphed(kernel) if settings.cuda_graphs else kernel.clock
         before = {}
-        m = timing.measure(kernel.clock, budget, evict,
-                           warmed=lambda: before.update(target.conditions()))
-        outcome.columns |= target.condition_columns(before, target.conditions())
+        m = timing.measure(clock, budget, evict, warmed=lambda: before.update(target.conditions()))
+        outcome.columns |= target.condition_columns(before, target.conditions()) | m.columns()
+        outcome.columns |= {"clock": clock.name} if clock is not kernel.clock else {}
         outcome.samples_s, outcome.number = m.samples_s, m.number
     except Exception as exc:  # one broken kernel must not lose the rest of the round
         outcome.error = describe_error(exc)

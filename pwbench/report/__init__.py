@@ -10,7 +10,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pwbench.errors import UserError
-from pwbench.report import costs, curves, fusion, html, runs, selection, speedups, tables, theory
+from pwbench.report import (
+    costs,
+    curves,
+    fusion,
+    html,
+    runs,
+    selection,
+    speedups,
+    tables,
+    theory,
+)
+from pwbench.units import format_seconds
 
 __all__ = ["Built", "build", "costs"]
 
@@ -33,7 +44,9 @@ def build(run_dirs, out=None, peaks_file=None, baseline: str | None = None,
     prices = costs or globals()["costs"].Costs({})
     prices.check_used(loaded)
     out = _prepare(Path(out) if out else _default_out(loaded))
-    from pwbench.report import plots  # matplotlib only once the input is known to be good
+    from pwbench.report import (
+        plots,  # matplotlib only once the input is known to be good
+    )
     writer = _Writer(out, plots, show)
     sections = [writer.overview(loaded)]
     for run in loaded:
@@ -152,18 +165,29 @@ class _Writer:
         return section
 
     def _speedups(self, run: runs.Run) -> list[str]:
-        """TVM vs torch, like for like and best vs best (report/speedups.py), when both ran."""
+        """TVM vs the best library, like for like and best vs best, and the suite's totals per
+        stack (report/speedups.py), when both sides ran."""
         per_layer = speedups.per_layer(run.records)
         if per_layer.empty:
             return []
-        note = ("> 1: TVM faster. Like for like: the same layout in and out on both sides; best vs "
-                "best: each stack's fastest NCHW or NHWC row (named); blocked end to end shown, "
+        note = ("> 1: TVM faster. The library side is the fastest of torch eager, torch-frozen and "
+                "onnxruntime (named). Like for like: the same layout in and out on both sides; "
+                "best vs best: each side's fastest NCHW or NHWC row; blocked end to end shown, "
                 "never counted; verified rows only.")
-        return [self._table(per_layer, speedups.layer_columns(), f"speedups_{run.slug}",
-                            f"TVM vs torch per layer: {run.suite} on {run.label}", note),
-                self._table(speedups.by_kind(per_layer), speedups.kind_columns(),
-                            f"speedups_by_kind_{run.slug}",
-                            f"TVM vs torch per kind (geomean): {run.suite} on {run.label}")]
+        parts = [self._table(per_layer, speedups.layer_columns(), f"speedups_{run.slug}",
+                             f"TVM vs the best library per layer: {run.suite} on {run.label}", note),
+                 self._table(speedups.by_kind(per_layer), speedups.kind_columns(),
+                             f"speedups_by_kind_{run.slug}",
+                             f"TVM vs the best library per kind (geomean): {run.suite} on {run.label}")]
+        totals = speedups.network_totals(per_layer)
+        if totals.get("layers"):
+            parts.append(html.paragraph(
+                f"Suite total, each layer times its count ({totals['convs']} convs, "
+                f"{totals['layers']} of {totals['of']} layers timed on both sides): the library's "
+                f"best {format_seconds(totals['library_s'])}, TVM's best "
+                f"{format_seconds(totals['tvm_s'])}; TVM takes {1 / totals['ratio']:.2f}x the "
+                "library's time."))
+        return parts
 
     def _theory(self, run: runs.Run) -> str:
         frame = theory.pairs(run)

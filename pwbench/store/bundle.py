@@ -5,19 +5,23 @@ and only TVM's runtime.
 A bundle directory holds
   manifest.json    what was built, for what, with what: the format and its version; `built_for`
                    (the build target's kernel key, e.g. {"arch": "sm_90"}, the CUDA toolkit, and
-                   the GPU a tuning database was tuned on, if any), the TVM version and target,
-                   the suite's layers, and one entry per kernel: spec id, backend, variant,
-                   library, device, clock, its row columns (DLight rule, launch configuration,
-                   resources, build seconds) and the per-device-function resources;
+                   the GPU a tuning database was tuned on, if any), the TVM and tvm_ffi versions
+                   and the TVM target, the suite's layers, and one entry per kernel: spec id,
+                   backend, variant, library and its SHA-256, device, clock, its row columns
+                   (DLight rule, launch configuration, resources, build seconds) and the
+                   per-device-function resources;
   <arch>/*.so      the exported libraries (with the CUDA source .cu and the ptxas report beside);
   resources.csv    one row per device function of every kernel (columns in results/README.md).
-A bundle runs only where the target accepts its `built_for` (same arch; a driver new enough for
-its CUDA; the GPU its schedules were tuned on) and the TVM runtime has its TVM version.
+A bundle runs only where the target accepts its `built_for` (same arch; a driver of its CUDA
+major release; the GPU its schedules were tuned on), the TVM runtime has its TVM and tvm_ffi
+versions, and every library still has the hash it was built with (a copy cut short or mixed
+with another bundle's is refused, in one line).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,6 +51,8 @@ class Kernel:
     columns: dict = field(default_factory=dict)
     device_kernels: list = field(default_factory=list)  # per device function: launch, resources
     error: str = ""
+    sha256: str = ""  # of the library, when the bundle was written
+    artifact: dict = field(default_factory=dict)  # how it is called: layout, entry, convention
 
 
 @dataclass
@@ -84,11 +90,17 @@ def library_path(directory: Path, kernel: Kernel) -> Path:
     return Path(directory) / kernel.library
 
 
+def sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
 def write(directory: Path, meta: dict, layers: list[ConvSpec], kernels: list[Kernel],
           details: dict | None = None) -> Bundle:
     """The manifest and resources.csv; `details` (kernel index -> text files such as the CUDA
     source and ptxas report) are written beside each library."""
     directory = Path(directory)
+    kernels = [dataclasses.replace(k, sha256=sha256(library_path(directory, k))) if k.library
+               else k for k in kernels]
     for index, texts in (details or {}).items():
         library = library_path(directory, kernels[index])
         for key, suffix in TEXT_FILES.items():
@@ -129,16 +141,27 @@ def read(directory) -> Bundle:
     if missing:
         raise UserError(f"kernel bundle {directory} lacks {len(missing)} of its libraries "
                         f"(e.g. {missing[0]}); copy the whole directory")
+    changed = [k.library for k in kernels
+               if k.library and k.sha256 and sha256(library_path(directory, k)) != k.sha256]
+    if changed:
+        raise UserError(f"kernel bundle {directory}: {len(changed)} of its libraries differ from "
+                        f"the ones built (e.g. {changed[0]}, by its SHA-256); copy the whole "
+                        "directory again")
     return Bundle(directory, data, layers, kernels)
 
 
-def check_runtime(bundle: Bundle, tvm_version: str, target) -> None:
+def check_runtime(bundle: Bundle, tvm_version: str, target, ffi_version: str | None = None) -> None:
     """Refuse (one line) a bundle this machine's TVM runtime or this target cannot run."""
     built_with = bundle.meta.get("tvm")
     if built_with != tvm_version:
         raise UserError(f"kernel bundle {bundle.dir} was built with TVM {built_with}, and this "
                         f"machine's TVM runtime is {tvm_version}: build it again with TVM "
                         f"{tvm_version} (or run it with TVM {built_with})")
+    ffi_built = bundle.meta.get("tvm_ffi")
+    if ffi_built and ffi_version and ffi_built != ffi_version:
+        raise UserError(f"kernel bundle {bundle.dir} was built with tvm_ffi {ffi_built}, and this "
+                        f"machine's is {ffi_version}: run it with tvm_ffi {ffi_built} "
+                        "(scripts/make_tvm_runtime.py pins it)")
     problem = target.kernels_problem(bundle.built_for)
     if problem:
         raise UserError(f"kernel bundle {bundle.dir} is not for this machine: it was {problem}")

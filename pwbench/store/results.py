@@ -15,6 +15,7 @@ import datetime
 import json
 import math
 import os
+import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -94,6 +95,21 @@ def pool(lines: list[dict]) -> list[dict]:
     return [_pooled(group) for group in groups.values()]
 
 
+def _flags(group: list[dict]) -> dict:
+    """What any process found about its times: throttled clocks, a launch-bound kernel (with
+    the median of the processes' host enqueue times), cold samples the hold did not cover."""
+    out = {}
+    for flag in ("throttled", "launch_bound"):
+        if any(flag in r for r in group):
+            out[flag] = any(bool(r.get(flag)) for r in group)
+    enqueue = [r["host_enqueue_s"] for r in group if not _isnan(r.get("host_enqueue_s"))]
+    if enqueue:
+        out["host_enqueue_s"] = statistics.median(enqueue)
+    if any("cold_unheld_samples" in r for r in group):
+        out["cold_unheld_samples"] = sum(r.get("cold_unheld_samples") or 0 for r in group)
+    return out
+
+
 def _pooled(group: list[dict]) -> dict:
     group = sorted(group, key=lambda r: r.get("process", 0))
     check = min((r["check"] for r in group), key=lambda c: _WORST_FIRST.index(c)
@@ -116,8 +132,7 @@ def _pooled(group: list[dict]) -> dict:
             "number": max((r.get("number", 0) for r in timed), default=0),
             "check": check, "error": "; ".join(dict.fromkeys(r["error"] for r in group if r["error"])),
             "gflops": gflops(row["flops"], samples.summary(pooled)["median_s"])}
-    if any("throttled" in r for r in group):  # clocks dropped in any process: say so
-        row["throttled"] = any(bool(r.get("throttled")) for r in group)
+    row |= _flags(group)
     for column in ("max_abs_err", "max_rel_err"):  # the worst process counts
         values = [r[column] for r in group if not _isnan(r.get(column))]
         row[column] = max(values) if values else math.nan

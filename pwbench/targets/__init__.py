@@ -1,23 +1,24 @@
 """Targets: where kernels are built and run (see targets/base.py for what a target says).
 
 `resolve(name, rpc)` turns what the user typed into a Target: a name from TARGETS (`arm` and the
-named ARM cores of targets/board.py among them, or `arm:CPU`), or a TVM target given in full
+named ARM cores of targets/board.py among them, or `arm:CPU`, or `cuda:N` for GPU N), or a TVM target given in full
 (JSON or `llvm -mcpu=...` text), whose kind and triple say which hardware it is. With an RPC
 endpoint (--rpc-tracker, --rpc-key) every CPU target is a board reached through the tracker:
 `cpu` is then the remote box's CPU, whatever it is."""
 
 from __future__ import annotations
 
-import json
 import platform
+import re
 
 from pwbench.errors import UserError
+from pwbench.toolkits import parse_tvm_target
 from pwbench.targets.base import Target
 from pwbench.targets.board import ARM_CORES, Board, Endpoint, arm_spec
 from pwbench.targets.cuda import CudaGPU
 from pwbench.targets.host import HostCPU
 
-__all__ = ["Target", "TARGETS", "parse_tvm_target", "resolve", "require_runnable"]
+__all__ = ["Target", "TARGETS", "resolve", "require_runnable"]
 
 TARGETS = {
     "cpu": lambda: HostCPU("cpu"),
@@ -41,6 +42,8 @@ def resolve(name: str, rpc: Endpoint | None = None) -> Target:
 def _named(name: str) -> Target:
     if name in TARGETS:
         return TARGETS[name]()
+    if re.fullmatch(r"cuda:\d+", name):  # the GPU of that index
+        return CudaGPU(name, index=int(name.split(":")[1]))
     if name.startswith("arm:"):
         return Board(name, arm_spec(name))
     spec = parse_tvm_target(name)
@@ -68,17 +71,3 @@ def require_runnable(target: Target) -> None:
     problem = target.run_problem()
     if problem:
         raise UserError(problem)
-
-
-def parse_tvm_target(text: str) -> dict:
-    """A TVM target given as a JSON dict or as 'llvm -mtriple=... -mcpu=...' text, as a dict
-    (TVM 0.27 accepts only dicts and tags; {} when the text is neither)."""
-    try:
-        spec = json.loads(text)
-    except ValueError:
-        kind, *options = text.split() or [""]
-        spec = {"kind": kind}
-        for opt in options:
-            key, _, value = opt.lstrip("-").partition("=")
-            spec[key] = value.split(",") if key == "mattr" else value
-    return spec if isinstance(spec, dict) else {}

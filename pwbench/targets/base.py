@@ -17,6 +17,9 @@ A target says
   bundles built for its arch) and which facts a tuning database is keyed by (`tuning_facts`);
 - whether its kernels can be counted by the instruction clock (`counted`: the same target, as
   valgrind runs it, with the ISA capped to what valgrind decodes; measure/instructions.py).
+- whether a measuring process can still run kernels after one failed (`device_problem`: a
+  sticky CUDA error poisons the process), and whether its kernels can be replayed from CUDA
+  graphs (`graph_replay`);
 - where its kernels run when not on this machine (`rpc`: a TVM RPC endpoint, targets/board.py),
   which compiler links them (`cross_compiler`), how long one kernel may take before its worker
   is given up (`kernel_timeout_s`), and the same hardware reached through a tracker (`through`).
@@ -41,17 +44,22 @@ class Target:
     cross_compiler: str | None = None  # links kernels for it; None: this machine's compiler
     can_evict: bool = True  # whether `--cache cold` can empty its caches between samples
     kernel_timeout_s: float | None = None  # a worker silent longer on one kernel is killed
+    startup_timeout_s: float | None = None  # ... or longer before its first answer, beyond that
+    graph_replay: bool = False  # whether --cuda-graphs can replay its kernels
 
     def through(self, rpc) -> "Target":
         """This hardware on a board reached through a TVM RPC tracker (--rpc-tracker)."""
-        from pwbench.errors import UserError
-
         raise UserError(f"target {self.name} does not run through a TVM RPC tracker: pwbench "
                         "measures boards' CPUs over RPC (--target cpu, x86, arm or an ARM core)")
 
     def tvm_target(self, threads: int) -> dict | None:
         """The TVM target (a dict, as TVM 0.27 wants it), or None when TVM cannot build for it."""
         return None
+
+    def toolchain(self, threads: int):
+        """How TVM kernels for it are compiled, exported, loaded and measured
+        (tvm_bridge/toolchains.py; needs apache-tvm)."""
+        raise UserError(f"TVM does not build kernels for target {self.name}")
 
     def with_arch(self, arch: str) -> Target:
         """The same target, building for another arch (`pwbench build --arch`)."""
@@ -105,6 +113,11 @@ class Target:
     def condition_columns(self, before: dict, after: dict) -> dict:
         """Row columns from the readings around one kernel's timing (e.g. a `throttled` flag)."""
         return {}
+
+    def device_problem(self) -> str | None:
+        """Why this process can no longer run kernels on the target (asked in a measuring
+        process after each kernel), or None."""
+        return None
 
     def measure_peaks(self, threads: int):
         """Peak FLOP/s and bytes/s measured on this target (a targets.peaks.Peaks)."""

@@ -147,12 +147,16 @@ class Board(Target):
         return None if arch == platform.machine() else f"{self.triple}-gcc"
 
     def tvm_target(self, threads: int) -> dict:
-        from pwbench.tvm_bridge import compiler
+        from pwbench.tvm_bridge import tvm_targets
 
         spec = dict(self.spec) if self.spec else self._derived_spec()
-        if spec.get("mcpu"):
-            compiler.check_cpu(spec["mcpu"], self.triple, self.name)
-        return compiler.cpu_target(json.dumps(spec), threads)
+        return tvm_targets.cpu_target(json.dumps(spec), threads, self.name)
+
+    def toolchain(self, threads: int):
+        """Cross-compiled here, run and measured on the boards of the endpoint."""
+        from pwbench.tvm_bridge import toolchains
+
+        return toolchains.Board(self.tvm_target(threads), threads, self.rpc, self.cross_compiler)
 
     def _derived_spec(self) -> dict:
         """The TVM target of the board as it describes itself: LLVM's name of its CPU when its
@@ -217,9 +221,8 @@ class Board(Target):
         if self.emulated:
             notes.append("the board is emulated (qemu): these peaks say nothing of real hardware")
         try:
-            flops, nbytes = peak_kernels.measure_on_board(
-                self.rpc, self.tvm_target(threads), threads, self.cross_compiler,
-                _working_set(self.board()))
+            flops, nbytes = peak_kernels.measure_on_board(self.toolchain(threads),
+                                                          _working_set(self.board()))
         except rpc.BoardError as exc:
             raise UserError(f"target {self.name}: peaks: {exc}") from None
         bound = peaks.physical_flops_bound(self.board().get("cpu_flags") or [],

@@ -1,16 +1,21 @@
 """An NVIDIA GPU. Its kernels can be *built* on any machine with TVM and nvcc (`pwbench build`, for
 an arch given or sm_90); they *run* only where a GPU is visible. Facts and sensors come from NVML
 (nvidia-ml-py): name, driver, the CUDA version the driver supports, compute capability, clocks,
-power limit; SM clock, temperature and power before and after each kernel is timed."""
+power limit; SM clock, temperature and power before and after each kernel is timed. Where NVML
+cannot say, the compute capability comes from torch.
+
+A GPU machine is often lent for minutes, so a kernel that hangs is given up after
+KERNEL_TIMEOUT_S, and a kernel that leaves a sticky CUDA error (an illegal address: every later
+CUDA call in that process fails) ends its worker process (`device_problem`)."""
 
 from __future__ import annotations
 
 import functools
 import re
 import shutil
-import subprocess
 
 from pwbench.errors import UserError
+from pwbench.toolkits import cuda_toolkit_version, parse_tvm_target
 from pwbench.targets.base import Target
 from pwbench.targets.host import HostCPU
 
@@ -20,6 +25,8 @@ DEFAULT_ARCH = "sm_90"  # what `pwbench build` targets when no GPU is visible an
 SLOWDOWNS = {0x4: "power cap", 0x8: "hardware slowdown", 0x20: "thermal (software)",
              0x40: "thermal (hardware)", 0x80: "power brake"}
 CLOCK_DROP = 0.95  # an SM clock below 95 % of its value after warm-up counts as throttled
+KERNEL_TIMEOUT_S = 90.0  # one kernel's make, check and timing take seconds; 90 s means a hang
+STARTUP_TIMEOUT_S = 120.0  # a worker importing torch and TVM's runtime answers within seconds
 
 
 @functools.cache
@@ -69,16 +76,6 @@ def _cuda_text(version: int) -> str:
     return f"{version // 1000}.{version % 1000 // 10}"  # 13000 -> "13.0"
 
 
-@functools.cache
-def toolkit_version() -> str | None:
-    """The CUDA toolkit release of the nvcc on PATH (e.g. '13.0.88'), None without nvcc."""
-    if shutil.which("nvcc") is None:
-        return None
-    out = subprocess.run(["nvcc", "--version"], capture_output=True, text=True, timeout=60).stdout
-    m = re.search(r"V(\d+\.\d+\.\d+)", out)
-    return m.group(1) if m else "unknown"
-
-
 def torch_sees_gpu() -> bool:
     try:
         import torch
@@ -89,6 +86,29 @@ def torch_sees_gpu() -> bool:
 
 def _version_tuple(text: str | None) -> tuple:
     return tuple(int(p) for p in re.findall(r"\d+", text or "")[:2])
+
+
+def capability(text: str | None) -> tuple[int, int] | None:
+    """A compute capability as numbers ('10.0' -> (10, 0)): as text, '10.0' < '8.0'."""
+    parts = _version_tuple(text)
+    return (parts[0], parts[1] if len(parts) > 1 else 0) if parts else None
+
+
+def driver_runs_toolkit(driver_cuda: str | None, toolkit: str | None) -> bool:
+    """CUDA's minor-version compatibility: SASS built with any 13.x toolkit runs on a driver of
+    any CUDA 13.x (the driver must be at least the major release's first; PTX newer than the
+    driver would need JIT, and bundles carry SASS for their arch). Unknown versions pass."""
+    have, need = _version_tuple(driver_cuda), _version_tuple(toolkit)
+    return not have or not need or have[0] >= need[0]
+
+
+def torch_capability(index: int = 0) -> str | None:
+    """'9.0' from torch where NVML cannot say (no nvidia-ml-py, an NVML without the query)."""
+    if not torch_sees_gpu():
+        return None
+    import torch
+
+    return "%d.%d" % torch.cuda.get_device_capability(index)
 
 
 class Sensors:
@@ -132,9 +152,10 @@ def condition_columns(before: dict, after: dict) -> dict:
 
 
 class CudaGPU(Target):
-    torch_device = "cuda"
     stacks = frozenset({"torch", "tvm"})
     min_warmup_ms = 200.0  # idle GPUs sit at low clocks; boost takes tens to hundreds of ms
+    kernel_timeout_s, startup_timeout_s = KERNEL_TIMEOUT_S, STARTUP_TIMEOUT_S
+    graph_replay = True
 
     def __init__(self, name: str = "cuda", tvm_given: str | None = None, index: int = 0,
                  arch: str | None = None):
@@ -143,6 +164,10 @@ class CudaGPU(Target):
         self.where = f"GPU {index} of this machine"
         self.host = HostCPU()
         self._sensors = self._flush = None
+
+    @property
+    def torch_device(self) -> str:
+        return f"cuda:{self.index}"
 
     def __getstate__(self):  # sent to worker processes: no NVML handle, no device buffer
         return self.__dict__ | {"_sensors": None, "_flush": None}
@@ -156,22 +181,30 @@ class CudaGPU(Target):
         return CudaGPU(self.name, self.tvm_given, self.index, arch)
 
     def tvm_target(self, threads: int) -> dict:
-        from pwbench.tvm_bridge import compiler
+        from pwbench.tvm_bridge import tvm_targets
 
-        return compiler.cuda_target(self.tvm_given, self.arch() or DEFAULT_ARCH)
+        return tvm_targets.cuda_target(self.tvm_given, self.arch() or DEFAULT_ARCH)
+
+    def toolchain(self, threads: int):
+        """nvcc here, GPU or not; candidates measured only where the GPU is."""
+        from pwbench.tvm_bridge import toolchains
+
+        return toolchains.Cuda(self.tvm_target(threads), threads, self.run_problem(), self.index)
+
+    def compute_capability(self) -> str | None:
+        """'9.0': NVML's, else torch's, None without a GPU."""
+        return gpu_facts(self.index).get("gpu_compute_capability") or torch_capability(self.index)
 
     def visible_arch(self) -> str | None:
         """sm_XX from the visible GPU's compute capability, None when there is none."""
-        capability = gpu_facts(self.index).get("gpu_compute_capability")
-        return f"sm_{capability.replace('.', '')}" if capability else None
+        numbers = capability(self.compute_capability())
+        return f"sm_{numbers[0]}{numbers[1]}" if numbers else None
 
     def arch(self) -> str | None:
         """The arch kernels are built for: --arch, else the full TVM target's, else the GPU's."""
         if self.given_arch:
             return self.given_arch
         if self.tvm_given:
-            from pwbench.targets import parse_tvm_target
-
             given = parse_tvm_target(self.tvm_given).get("arch")
             if given:
                 return str(given)
@@ -192,11 +225,13 @@ class CudaGPU(Target):
 
     def facts(self) -> dict:
         host = self.host.facts()
-        gpu = gpu_facts(self.index)
+        gpu = dict(gpu_facts(self.index))
+        if not gpu.get("gpu_compute_capability") and self.compute_capability():
+            gpu["gpu_compute_capability"] = self.compute_capability()  # from torch
         line = gpu.get("gpu", "no GPU visible")
         if self.visible_arch():
             line += f" ({self.visible_arch()})"
-        return {**host, **gpu, "cuda_toolkit": toolkit_version(),
+        return {**host, **gpu, "cuda_toolkit": cuda_toolkit_version(),
                 "hardware": f"{line}; host {host['hardware']}"}
 
     def fingerprint_facts(self) -> dict:
@@ -208,7 +243,7 @@ class CudaGPU(Target):
         """GPU model and CUDA toolkit (the arch is in the TVM target): a database never serves
         another GPU. Without a GPU here the model is unknown (None) and taken from the database;
         kernels built from it record that GPU, and `kernels_problem` refuses them on another."""
-        return {"gpu": gpu_facts(self.index).get("gpu"), "cuda_toolkit": toolkit_version()}
+        return {"gpu": gpu_facts(self.index).get("gpu"), "cuda_toolkit": cuda_toolkit_version()}
 
     def kernel_key(self) -> dict:
         return {"arch": self.arch() or DEFAULT_ARCH}
@@ -225,9 +260,24 @@ class CudaGPU(Target):
                     "database is never applied to another GPU")
         supported = gpu_facts(self.index).get("gpu_driver_cuda")
         needed = built_for.get("cuda_toolkit")
-        if supported and needed and _version_tuple(supported) < _version_tuple(needed):
-            return (f"compiled with CUDA {needed}, and this driver supports CUDA {supported} at "
-                    "most: update the NVIDIA driver or build with an older CUDA toolkit")
+        if not driver_runs_toolkit(supported, needed):
+            return (f"compiled with CUDA {needed}, and this driver supports CUDA {supported}: "
+                    f"kernels of CUDA {_version_tuple(needed)[0]}.x need a driver of that major "
+                    "release; update the NVIDIA driver or build with an older CUDA toolkit")
+        return None
+
+    def device_problem(self) -> str | None:
+        """A sticky CUDA error (illegal address, launch failure) fails every later CUDA call of
+        the process; a synchronize shows it."""
+        import torch
+
+        if not torch.cuda.is_initialized():
+            return None
+        try:
+            torch.cuda.synchronize(self.index)
+        except Exception as exc:  # torch raises RuntimeError / AcceleratorError
+            line = next((t for t in str(exc).splitlines() if t.strip()), type(exc).__name__)
+            return f"a CUDA error left the process unable to run kernels ({line.strip()[:200]})"
         return None
 
     def conditions(self) -> dict:
@@ -246,7 +296,8 @@ class CudaGPU(Target):
 
         notes: list[str] = []
         flops = peak_kernels.gemm("cuda", threads, notes) | peak_kernels.cuda_fma(notes)
-        by_dtype = {dtype: peak_kernels.gpu_gemm(dtype, notes) for dtype in ("float16", "bfloat16")}
+        by_dtype = {dtype: peak_kernels.gpu_gemm(dtype, notes)
+                    for dtype in ("float16", "bfloat16", "tf32")}
         nbytes = peak_kernels.bandwidth("cuda", threads, 1 << 30, notes)
         return peaks.from_candidates(self, threads, flops, nbytes, notes,
                                      by_dtype={d: v for d, v in by_dtype.items() if v})

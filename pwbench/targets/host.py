@@ -15,6 +15,7 @@ from pathlib import Path
 from pwbench.errors import UserError
 from pwbench.targets.base import Target
 from pwbench.targets.eviction import Evictor
+from pwbench.toolkits import parse_tvm_target
 
 # CPU features that decide which kernels a library or compiler can use
 FLAGS_OF_INTEREST = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl",
@@ -125,7 +126,6 @@ class HostCPU(Target):
 
     def through(self, rpc) -> Target:
         """A remote box's CPU: its TVM target from what the board says it is (or the one given)."""
-        from pwbench.targets import parse_tvm_target
         from pwbench.targets.board import Board
 
         spec = parse_tvm_target(self.tvm_given) if self.tvm_given else None
@@ -133,13 +133,21 @@ class HostCPU(Target):
                      description="a remote CPU through a TVM RPC tracker")
 
     def tvm_target(self, threads: int) -> dict:
-        from pwbench.tvm_bridge import compiler  # LLVM names this CPU; TVM only when asked
+        from pwbench.tvm_bridge import tvm_targets  # LLVM names this CPU; TVM only when asked
 
         # capped: the cap's target, canonical as if given in full (a run timing the same kernels
         # gives it with --target and gets the same target string and tuning database); a target
         # given in full stays the user's choice
         given = json.dumps(self.isa_cap[0]) if self.isa_cap and not self.tvm_given else None
-        return compiler.cpu_target(given or self.tvm_given, threads)
+        return tvm_targets.cpu_target(given or self.tvm_given, threads, self.name)
+
+    def toolchain(self, threads: int):
+        """This CPU's, or under the instruction clock the counted one (kernels called through
+        their C entry point, built for the capped ISA)."""
+        from pwbench.tvm_bridge import toolchains
+
+        chosen = toolchains.Counted if self.isa_cap else toolchains.Toolchain
+        return chosen(self.tvm_target(threads), threads)
 
     def facts(self) -> dict:
         f = cpu_facts()

@@ -26,7 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from pwbench import env
+from pwbench import env, torch_flags
 
 FMA_CHAINS = 12
 REPEAT_BUDGET_S = 0.4
@@ -65,7 +65,7 @@ def gemm(device: str, threads: int, notes: list) -> dict:
 def _torch_gemm(torch, device: str) -> dict:
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     if device == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = False  # fp32 means fp32
+        torch_flags.set_tf32(False)  # fp32 means fp32
     n = 1024
     while True:  # grow until one call is long enough to reach steady state
         a, b = torch.rand(n, n, device=device), torch.rand(n, n, device=device)
@@ -81,11 +81,15 @@ def _torch_gemm(torch, device: str) -> dict:
 
 
 def gpu_gemm(dtype: str, notes: list) -> dict:
-    """A large torch.mm in fp16 or bf16 on the GPU (tensor cores, fp32 accumulation)."""
+    """A large torch.mm in fp16, bf16 or TF32 (fp32 tensors, TF32 allowed for this product
+    alone) on the GPU: tensor cores, fp32 accumulation. TF32 rows' roof: a TF32 conv can run
+    above the fp32 roof."""
     import torch
 
+    tf32 = dtype == "tf32"
     try:
-        n, kind = 8192, getattr(torch, dtype)
+        n, kind = 8192, torch.float32 if tf32 else getattr(torch, dtype)
+        torch_flags.set_tf32(tf32)
         a, b = torch.rand(n, n, device="cuda").to(kind), torch.rand(n, n, device="cuda").to(kind)
         out = torch.empty(n, n, device="cuda", dtype=kind)
         rate = _best_rate(lambda: torch.mm(a, b, out=out), 2.0 * n**3, torch.cuda.synchronize)
@@ -93,6 +97,7 @@ def gpu_gemm(dtype: str, notes: list) -> dict:
         notes.append(f"{dtype} GEMM peak skipped: {str(exc).splitlines()[0][:120]}")
         return {}
     finally:
+        torch_flags.set_tf32(False)  # fp32 means fp32 unless a kernel asks for TF32 itself
         torch.cuda.empty_cache()
     return {f"GEMM torch.mm {dtype} {n}x{n}x{n} (tensor cores)": rate}
 

@@ -28,8 +28,8 @@ import tvm
 import tvm_ffi
 from tvm import tirx
 
-from pwbench.targets import cuda_resources
-from pwbench.tvm_bridge import cuda_stub, runtime
+from pwbench.tvm_bridge import cuda_resources, cuda_stub, runtime
+from pwbench.tvm_bridge.kernel import Compiled
 
 DEFAULT_RULES = ("Matmul", "GEMV", "Reduction", "GeneralReduction", "Fallback")
 NVCC_FLAGS = (  # what tvm.support.nvcc passes in 0.27, the arch aside
@@ -120,8 +120,6 @@ def compile_dlight(func, target: dict):
 
 def compile_module(mod, target: dict):
     """A scheduled IRModule compiled for a CUDA target, with its resources and launches."""
-    from pwbench.tvm_bridge.compiler import Compiled
-
     enable()
     tvm_target = tvm.target.Target(target)
     NVCC.arch, NVCC.calls = target.get("arch", "sm_90"), []

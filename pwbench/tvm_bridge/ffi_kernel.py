@@ -35,8 +35,7 @@ import functools
 import numpy as np
 
 from pwbench.measure.clocks import InstructionClock, host_clock
-from pwbench.tvm_bridge import layouts
-from pwbench.workloads.spec import ConvSpec
+from pwbench.tvm_bridge.kernel import Artifact, BufferKernel
 
 ALIGNMENT = 4096  # a page: see the docstring
 K_DL_CPU, K_DL_FLOAT = 1, 2
@@ -169,16 +168,17 @@ class Buffer:
                                DLDataType(K_DL_FLOAT, 32, 1), self.shape, None, 0)
 
 
-class FfiConv:
-    """A compiled CPU conv, called through `__tvm_ffi_main` over buffers allocated once."""
+class FfiKernel(BufferKernel):
+    """An exported CPU artifact, called through its C entry point over buffers allocated once
+    (its layout's: a structured kernel's packed weight passes like any other buffer)."""
 
-    exact = True  # a direct conv, no Winograd: exact inputs must match bit for bit
-
-    def __init__(self, spec: ConvSpec, library: str, helper_path: str, clock: str):
-        if spec.dtype != "float32":
-            raise RuntimeError(f"the C-entry-point harness takes float32 kernels, not {spec.dtype}")
+    def __init__(self, artifact: Artifact, helper_path: str, clock: str):
+        super().__init__(artifact)
+        if artifact.workload.dtype != "float32":
+            raise RuntimeError(f"the C-entry-point harness takes float32 kernels, not "
+                               f"{artifact.workload.dtype}")
         helper_lib = _helper(helper_path)
-        self.lib = ctypes.CDLL(library)
+        self.lib = ctypes.CDLL(artifact.library)
         for slot, function in SLOTS.items():
             try:
                 ctypes.c_void_p.in_dll(self.lib, slot).value = ctypes.cast(
@@ -186,38 +186,32 @@ class FfiConv:
             except ValueError:  # the kernel does not use that slot
                 pass
         self.error = helper_lib.pwbench_tvm_error
-        self.spec = spec
-        self.x, self.w, self.y = (Buffer(layouts.input_shape(spec)),
-                                  Buffer(layouts.weight_shape(spec)),
-                                  Buffer(layouts.output_shape(spec)))
+        layout = artifact.layout
+        self.x, self.w, self.y = (Buffer(layout.input_shape), Buffer(layout.weight_shape),
+                                  Buffer(layout.output_shape))
         self.args = (TVMFFIAny * 3)(*[TVMFFIAny(K_TVM_FFI_DLTENSOR_PTR, 0, ctypes.addressof(b.tensor))
                                       for b in (self.x, self.w, self.y)])
         self.result_any = TVMFFIAny(K_TVM_FFI_NONE, 0, None)
-        self.main = SAFE_CALL(("__tvm_ffi_main", self.lib))
+        self.main = SAFE_CALL((f"__tvm_ffi_{artifact.entry}", self.lib))
         self._call = functools.partial(self.main, None, self.args, 3, ctypes.byref(self.result_any))
         self.clock = CountedInC(self, helper_lib) if clock == CountedInC.name else host_clock(self, clock)
-
-    def load(self, x: np.ndarray, w: np.ndarray) -> None:
-        self.x.array[...] = layouts.to_layout(self.spec, x)
-        self.w.array[...] = layouts.weight_to_tvm(self.spec, w)
 
     def __call__(self) -> None:
         if self._call():
             raise RuntimeError(f"the TVM kernel failed: {self.error().decode(errors='replace')}")
 
-    def result(self) -> np.ndarray:
-        return layouts.from_layout(self.spec, self.y.array.copy())
+    def _put(self, buffer: Buffer, array: np.ndarray) -> None:
+        buffer.array[...] = array
 
-    def inputs(self) -> tuple[np.ndarray, np.ndarray]:
-        return (layouts.from_layout(self.spec, self.x.array.copy()),
-                layouts.weight_from_tvm(self.spec, self.w.array.copy()))
+    def _get(self, buffer: Buffer) -> np.ndarray:
+        return buffer.array.copy()
 
 
 class CountedInC(InstructionClock):
     """The instruction clock of an FfiConv: its calls counted from a loop in C
     (`pwbench_tvm_count`), so a count is the kernel's instructions and a few dozen more."""
 
-    def __init__(self, kernel: FfiConv, helper_lib: ctypes.CDLL):
+    def __init__(self, kernel: FfiKernel, helper_lib: ctypes.CDLL):
         super().__init__(kernel)
         self.kernel, self.loop = kernel, helper_lib.pwbench_tvm_count
 
@@ -228,5 +222,6 @@ class CountedInC(InstructionClock):
             raise RuntimeError(f"the TVM kernel failed: {k.error().decode(errors='replace')}")
 
 
-def load_kernel(spec: ConvSpec, library: str, helper_path: str, clock: str = "instructions"):
-    return FfiConv(spec, library, helper_path, clock)
+def load(artifact: Artifact, helper_path: str, clock: str = "instructions") -> FfiKernel:
+    """Built.make of a kernel counted by the instruction clock (picklable with plain values)."""
+    return FfiKernel(artifact, helper_path, clock)

@@ -21,7 +21,7 @@ import numpy as np
 import tvm
 from tvm.script import tirx as T
 
-from pwbench.tvm_bridge import compiler, rpc
+from pwbench.tvm_bridge import rpc
 
 CHAINS = 12
 ITERS = 1 << 14
@@ -70,9 +70,9 @@ def copy_kernel(n: int, block: int):
     return copy
 
 
-def measure_on_board(endpoint, target: dict, threads: int, cross_compiler: str | None,
-                     working_set: int) -> tuple[dict, dict]:
-    """({method: FLOP/s}, {method: bytes/s}) measured on a board of the endpoint."""
+def measure_on_board(toolchain, working_set: int) -> tuple[dict, dict]:
+    """({method: FLOP/s}, {method: bytes/s}) measured on a board of a board toolchain's endpoint."""
+    endpoint, target, threads = toolchain.endpoint, toolchain.target, toolchain.threads
     lanes = _lanes(target)
     block = lanes * 16
     n = max(working_set // 2 // 4 // block, 1) * block
@@ -80,7 +80,7 @@ def measure_on_board(endpoint, target: dict, threads: int, cross_compiler: str |
         libraries = {}
         for name, func in (("fma", fma_kernel(threads, lanes)), ("copy", copy_kernel(n, block))):
             executable = tvm.compile(tvm.IRModule({"main": func}), target=tvm.target.Target(target))
-            libraries[name] = str(compiler.export(executable, Path(tmp) / f"{name}.so", cross_compiler))
+            libraries[name] = str(toolchain.export(executable, Path(tmp) / f"{name}.so"))
 
         def run():
             session = rpc.open_session(endpoint)

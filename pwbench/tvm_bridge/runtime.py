@@ -8,9 +8,12 @@ is part of libtvm_runtime, and `tvm.relax` (the compiler side) is never imported
 
 CUDA: in runtime-only mode `import tvm` does not load tvm/lib/libtvm_runtime_cuda.so (the CUDA
 device API and the loader of CUDA modules), so `enable_cuda` loads it. A CUDA kernel's buffers are
-torch tensors that TVM sees through DLPack (torch converts every dtype, bfloat16 included); TVM
-launches on its default stream, the legacy default stream, which is also torch's default stream,
-so CUDA events recorded by torch bracket the kernel.
+torch tensors that TVM sees through DLPack (torch converts every dtype, bfloat16 included). TVM
+launches on the FFI's environment stream of the device (TVMFFIEnvGetStream), by default the
+legacy default stream, which is also torch's default stream, so CUDA events recorded by torch
+bracket the kernel; while a CUDA graph is captured (torch on a capture stream), the kernel's
+`capture_stream()` sets the environment stream to torch's current one (tvm_ffi.use_torch_stream).
+The kernel runs on the GPU of the target's index.
 """
 
 from __future__ import annotations
@@ -25,9 +28,8 @@ import numpy as np
 import tvm
 
 from pwbench.measure.clocks import CudaEventClock, HostClock
-from pwbench.tvm_bridge import layouts
+from pwbench.tvm_bridge.kernel import Artifact, BufferKernel
 from pwbench.workloads.blocks import Block
-from pwbench.workloads.spec import ConvSpec
 
 # what a process that only runs exported kernels sets before `import tvm`
 RUNTIME_ENV = {"TVM_USE_RUNTIME_LIB": "1", "TVM_FFI_DISABLE_TORCH_C_DLPACK": "1"}
@@ -38,84 +40,82 @@ def version() -> str:
     return tvm.__version__
 
 
-class TvmConv:
-    """A compiled conv over tensors allocated once; calling it runs the kernel, nothing else."""
+def ffi_version() -> str:
+    import tvm_ffi
 
-    exact = True  # a direct conv, no Winograd: exact inputs must match bit for bit
+    return tvm_ffi.__version__
 
-    def __init__(self, spec: ConvSpec, function, device):
-        self.spec, self.fn = spec, function
-        self.x = tvm.runtime.empty(layouts.input_shape(spec), spec.dtype, device)
-        self.w = tvm.runtime.empty(layouts.weight_shape(spec), spec.dtype, device)
-        self.y = tvm.runtime.empty(layouts.output_shape(spec), spec.dtype, device)
+
+class LocalKernel(BufferKernel):
+    """An artifact on this machine's CPU, over TVM tensors."""
+
+    def __init__(self, artifact: Artifact, function, device):
+        super().__init__(artifact)
+        dtype, layout = artifact.workload.dtype, artifact.layout
+        self.fn = function
+        self.x, self.w, self.y = (tvm.runtime.empty(shape, dtype, device) for shape in
+                                  (layout.input_shape, layout.weight_shape, layout.output_shape))
         self.clock = HostClock(self)  # a CPU kernel returns when it is done
-
-    def load(self, x: np.ndarray, w: np.ndarray) -> None:
-        self.x.copyfrom(layouts.to_layout(self.spec, x))
-        self.w.copyfrom(np.ascontiguousarray(layouts.weight_to_tvm(self.spec, w)))
 
     def __call__(self) -> None:
         self.fn(self.x, self.w, self.y)
 
-    def result(self) -> np.ndarray:
-        return layouts.from_layout(self.spec, self.y.numpy())
+    def _put(self, buffer, array: np.ndarray) -> None:
+        buffer.copyfrom(np.ascontiguousarray(array))
 
-    def inputs(self) -> tuple[np.ndarray, np.ndarray]:
-        return (layouts.from_layout(self.spec, self.x.numpy()),
-                layouts.weight_from_tvm(self.spec, self.w.numpy()))
+    def _get(self, buffer) -> np.ndarray:
+        return buffer.numpy()
 
 
-class TvmCudaConv:
-    """A compiled conv on a GPU, over torch CUDA tensors that TVM sees through DLPack."""
+class CudaKernel(BufferKernel):
+    """An artifact on a GPU, over torch CUDA tensors that TVM sees through DLPack."""
 
-    exact = True  # a direct conv accumulating in fp32: exact inputs must match bit for bit
-
-    def __init__(self, spec: ConvSpec, function, index: int = 0):
+    def __init__(self, artifact: Artifact, function, index: int = 0):
         import torch
 
-        self.spec, self.fn, self.torch = spec, function, torch
-        dtype, device = getattr(torch, spec.dtype), torch.device("cuda", index)
-        self.x = torch.zeros(layouts.input_shape(spec), dtype=dtype, device=device)
-        self.w = torch.zeros(layouts.weight_shape(spec), dtype=dtype, device=device)
-        self.y = torch.zeros(layouts.output_shape(spec), dtype=dtype, device=device)
+        super().__init__(artifact)
+        self.fn, self.torch, layout = function, torch, artifact.layout
+        dtype, device = getattr(torch, artifact.workload.dtype), torch.device("cuda", index)
+        torch.cuda.set_device(device)  # torch's events and current stream: this GPU's
+        self.x, self.w, self.y = (torch.zeros(shape, dtype=dtype, device=device) for shape in
+                                  (layout.input_shape, layout.weight_shape, layout.output_shape))
         self.args = [tvm.runtime.from_dlpack(t) for t in (self.x, self.w, self.y)]
         self.clock = CudaEventClock(self)
-
-    def load(self, x: np.ndarray, w: np.ndarray) -> None:
-        self.x.copy_(self.torch.from_numpy(layouts.to_layout(self.spec, x)))
-        self.w.copy_(self.torch.from_numpy(np.ascontiguousarray(layouts.weight_to_tvm(self.spec, w))))
 
     def __call__(self) -> None:
         self.fn(*self.args)
 
-    def result(self) -> np.ndarray:
-        return layouts.from_layout(self.spec, self._host(self.y))
+    def capture_stream(self):
+        """Launch on torch's current stream while in this context (a CUDA graph's capture)."""
+        import tvm_ffi
 
-    def inputs(self) -> tuple[np.ndarray, np.ndarray]:
-        return (layouts.from_layout(self.spec, self._host(self.x)),
-                layouts.weight_from_tvm(self.spec, self._host(self.w)))
+        return tvm_ffi.use_torch_stream()
 
-    def _host(self, t) -> np.ndarray:
+    def _put(self, buffer, array: np.ndarray) -> None:
+        buffer.copy_(self.torch.from_numpy(np.ascontiguousarray(array)))
+
+    def _get(self, buffer) -> np.ndarray:
         self.torch.cuda.synchronize()
-        return t.float().cpu().numpy()
+        return buffer.float().cpu().numpy()
 
 
-def load_kernel(spec: ConvSpec, library: str, device: str, threads: int):
-    """The kernel in an exported library, on this machine's CPU (with `threads` threads) or its
-    first GPU."""
-    if device == "cuda":
+def load(artifact: Artifact, threads: int, index: int = 0):
+    """The artifact's kernel on this machine: its CPU (with `threads` threads) or its GPU `index`
+    (`Built.make` of a kernel run here: picklable as a partial of this and plain values)."""
+    if artifact.convention == "vm":
+        return load_relax_kernel(artifact, threads)
+    if artifact.device == "cuda":
         import torch  # first: its CUDA wheels bring libcudart.so.13, which TVM's CUDA library needs
 
         torch.cuda.init()
         enable_cuda()
-        return TvmCudaConv(spec, tvm.runtime.load_module(str(Path(library)))["main"])
-    return load_cpu_kernel(spec, library, threads)
-
-
-def load_cpu_kernel(spec: ConvSpec, library: str, threads: int) -> TvmConv:
-    """The kernel in an exported library, on this machine's CPU, with `threads` threads."""
+        return CudaKernel(artifact, _entry(artifact), index)
     set_threads(threads)
-    return TvmConv(spec, tvm.runtime.load_module(str(Path(library)))["main"], tvm.cpu(0))
+    return LocalKernel(artifact, _entry(artifact), tvm.cpu(0))
+
+
+def _entry(artifact: Artifact):
+    return tvm.runtime.load_module(str(Path(artifact.library)))[artifact.entry]
 
 
 @functools.cache
@@ -189,45 +189,12 @@ class RelaxKernel:
         return tuple(t.numpy() for t in self.args)
 
 
-def load_relax_kernel(workload, library: str, threads: int) -> RelaxKernel:
-    """The Relax program in an exported library, in a VM on this machine's CPU."""
+def load_relax_kernel(artifact: Artifact, threads: int) -> RelaxKernel:
+    """The Relax program of an artifact ("vm" convention), in a VM on this machine's CPU."""
     from tvm.runtime.vm import VirtualMachine
 
     set_threads(threads)
-    vm = VirtualMachine(tvm.runtime.load_module(str(Path(library))), tvm.cpu(0))
-    kernel = RelaxKernel(workload, vm["main"], tvm.cpu(0))
+    vm = VirtualMachine(tvm.runtime.load_module(str(Path(artifact.library))), tvm.cpu(0))
+    kernel = RelaxKernel(artifact.workload, vm[artifact.entry], tvm.cpu(0))
     kernel.vm = vm  # the function lives as long as its VM
     return kernel
-
-
-class PackedConv(TvmConv):
-    """A structured kernel (tvm_bridge/spaces.py): the weight is packed when loaded, once, outside
-    the timed call; the activations are in the kernel's layout (NCHW or NHWC: conversions inside
-    the kernel, so inside the timed call; NCHWc: blocked end to end, converted when loaded, as a
-    network whose layers all use the blocked layout would never convert)."""
-
-    def __init__(self, spec: ConvSpec, function, device, packing: layouts.Packing):
-        self.spec, self.fn, self.packing = spec, function, packing
-        self.x = tvm.runtime.empty(layouts.packed_input_shape(spec, packing), spec.dtype, device)
-        self.w = tvm.runtime.empty(layouts.packed_weight_shape(spec, packing), spec.dtype, device)
-        self.y = tvm.runtime.empty(layouts.packed_output_shape(spec, packing), spec.dtype, device)
-        self.clock = HostClock(self)
-
-    def load(self, x: np.ndarray, w: np.ndarray) -> None:
-        p = self.packing
-        self.x.copyfrom(layouts.to_packed(x, p.layout, p.ic_bn))
-        self.w.copyfrom(layouts.pack_weight(self.spec, p, w))
-
-    def result(self) -> np.ndarray:
-        return layouts.from_packed(self.y.numpy(), self.packing.layout)
-
-    def inputs(self) -> tuple[np.ndarray, np.ndarray]:
-        p = self.packing
-        return (layouts.from_packed(self.x.numpy(), p.layout),
-                layouts.unpack_weight(self.spec, p, self.w.numpy()))
-
-
-def load_packed_kernel(spec: ConvSpec, library: str, threads: int,
-                       packing: layouts.Packing) -> PackedConv:
-    set_threads(threads)
-    return PackedConv(spec, tvm.runtime.load_module(str(Path(library)))["main"], tvm.cpu(0), packing)

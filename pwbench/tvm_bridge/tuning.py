@@ -1,394 +1,201 @@
-"""MetaSchedule tuning of a task set: one layer's tasks (layer at a time) or a whole suite's as
-one set (`ms.tune_tasks`: the gradient task scheduler spends a shared trial budget where the
-latency falls fastest, one cost model learns from every layer), with the builder and runner
-workers started once and kept alive across batches and layers.
+"""What gets tuned, for how long, and what is kept: a run's workloads tuned into one database
+through the one tuner (tuner.py), every finished batch saved with its seconds and curve.
 
-Why keep the workers. MetaSchedule's LocalBuilder starts a fresh process pool for every batch
-(a guard against a memory leak of long-lived workers); each worker then imports TVM and
-registers its intrinsics again, seconds per batch on 2 cores, which is most of a small batch's
-time. `KeptBuilder` keeps one pool for the whole tuning session and recycles each worker after
-RECYCLE_AFTER builds, which bounds the leak the stock builder guards against. The LocalRunner's
-one worker is already kept for as long as the runner object lives: `Tuner` keeps it (and the
-builder) across every task set it tunes.
+A `Job` is one workload's share of a tuning: its record key in layers.json and its tasks (a layer
+in the default space: one; in the structured space: one per channel-block pair; a Relax block:
+one per fused PrimFunc, with its trials counted per task). `Session.tune` takes every job that
+lacks the trials asked for and tunes them as task sets, one per kind of search (the structured
+spaces' enumeration first, then MetaSchedule's evolutionary search, then per-task Relax sets:
+a set mixing them would cost the enumerated ones the evolutionary search's seconds per batch,
+155 s before the first batch of a set with one fallback layer, 50 s without). Jobs are
+interleaved task by task, so the task scheduler's first round reaches every workload before a
+deadline can cut it.
+
+Budgets: `--trials` per workload and `--tune-minutes` for the whole run. Ctrl-C (SIGINT) or
+SIGTERM during a tuning ends it after the current batch (every measured batch is already in the
+database) and raises KeyboardInterrupt; the same command continues from there.
 """
 
 from __future__ import annotations
 
 import itertools
-import logging
-import os
+import math
+import signal
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 
-import numpy as np
-import tvm
-import tvm.ir.utils
-
-from pwbench.tvm_bridge import compiler
-
-RECYCLE_AFTER = 64  # builds per builder worker before it is replaced
+from pwbench.tvm_bridge import tuner
+from pwbench.tvm_bridge.database import Database, LayerRecord
+from pwbench.tvm_bridge.tuner import TaskDef
 
 
-@dataclass(frozen=True)
-class Settings:
-    """The search knobs of a tuning session (chosen with scripts/suite_tuning.py; see README)."""
-    batch: int = 32  # default space: candidates per task and round (num_trials_per_iter)
-    population: int = 512  # default space: evolutionary search population
-    genetic_iters: int = 4  # default space: evolutionary search iterations
-    enum_batch: int = 4  # structured spaces: candidates per task and round
-    model_warmup: int = 32  # measured candidates before the cost model ranks them
-    cost_model: str = "none"  # structured spaces: "xgb" or "none" (the prior order; see tune)
-    min_repeat_ms: int = 50  # each candidate: 3 calls, repeated until this long
-    cache_flush: bool = False
-    builder: str = "here"  # "here": in this process; "pool": worker processes (tuning.pool_builder)
+class Budget:
+    """Trials per workload and an optional deadline for the whole run (--tune-minutes)."""
+
+    def __init__(self, trials: int, minutes: float | None = None):
+        self.trials = trials
+        self.deadline = time.monotonic() + minutes * 60 if minutes else math.inf
+
+    @property
+    def seconds_left(self) -> float:
+        return self.deadline - time.monotonic()
 
 
 @dataclass
-class TaskDef:
-    """One MetaSchedule task: the PrimFunc (as its workload module) and its space generator."""
-    key: str  # whose trials these are (the caller's layer key)
-    name: str  # task name (its log file)
-    mod: object  # tvm.IRModule({"main": func})
-    space: object  # a space generator, or "post-order-apply" (MetaSchedule's default space)
-    strategy: str = "evolutionary"  # or "enumerate" (tuning.enumeration: small spaces)
-    weight: float = 1.0  # how much the task's latency counts (the layer's count in its network)
-    batch: int = 0  # enumerate: candidates per round (0: Settings.enum_batch)
+class Job:
+    key: str  # the workload's record key in layers.json
+    tasks: list[TaskDef]
+    per_task: bool = False  # the trials asked are per task (a Relax block's fused PrimFuncs)
+
+    @property
+    def group(self) -> tuple:
+        return (self.per_task, all(t.strategy == "enumerate" for t in self.tasks))
 
 
-class Tuner:
-    """A tuning session for one target and database directory: workers started on first use and
-    kept until `close`."""
+def enough(record: LayerRecord | None, budget: Budget) -> bool:
+    """Whether a workload holds the trials asked for (or an earlier tuning with at least that
+    budget ended with its space exhausted)."""
+    return bool(record) and (record.trials >= budget.trials or record.asked >= budget.trials)
 
-    def __init__(self, target: dict, work_dir, threads: int, settings: Settings = Settings()):
-        self.target, self.work_dir, self.threads, self.settings = target, str(work_dir), threads, settings
-        self.ms = compiler.meta_schedule()
-        self._builder = self._runner = None
-        self.startup_s = 0.0  # seconds spent starting workers (not attributed to any layer)
 
-    def _workers(self):
-        if self._builder is None:
-            start = time.monotonic()
-            self._builder = (pool_builder(self.ms, self.threads) if self.settings.builder == "pool"
-                             else here_builder(self.ms))
-            self._runner = timed_runner(self.ms, self.ms.runner.LocalRunner(
-                timeout_sec=60, evaluator_config=self.ms.runner.EvaluatorConfig(
-                    number=3, repeat=1, min_repeat_ms=self.settings.min_repeat_ms,
-                    enable_cpu_cache_flush=self.settings.cache_flush)))
-            self.startup_s += time.monotonic() - start
-        return self._builder, self._runner
+class Session:
+    """The tuning of one run's workloads for a toolchain and database (workers kept alive)."""
 
-    def tune(self, tasks: list[TaskDef], trials: int, on_batch, seed: int = 0,
-             batch: int | None = None, stop=lambda: False) -> None:
-        """Tune the task set for `trials` trials in all into the JSON database in work_dir
-        (records are appended as measured); `batch`: the trials each layer has (rounds and the
-        evolutionary population are sized to it). on_batch(key, seconds, batch_s) after each batch:
-        the measured seconds (None for a failed candidate) and the seconds its candidates took
-        to build and run; it returns False to stop the task set. stop() is asked before every
-        round of an enumerated task (a deadline: the task scheduler's first round over every
-        task happens before any on_batch)."""
-        ms, s = self.ms, self.settings
-        per_layer = batch or s.batch  # the trials each layer has: rounds no larger than that
-        batch = min(per_layer, s.batch)  # evolutionary tasks' round (enumerate: TaskDef.batch)
-        # a population far above what can be measured is search time spent on nothing:
-        # 8 per trial of a layer, MetaSchedule's 512 from 64 trials on
-        population = min(s.population, max(64, 8 * per_layer))
-        builder, runner = self._workers()
-        os.makedirs(self.work_dir, exist_ok=True)
-        database = compiler.open_database(self.work_dir)
-        names = [t.name for t in tasks]
-        for handler in logging.getLogger("tvm.s_tir.meta_schedule").handlers:
-            if handler.get_name() is None:  # MetaSchedule formats every handler's name
-                handler.set_name(f"pwbench.handler{id(handler)}")
-        loggers = ms.logging.get_loggers_from_work_dir(self.work_dir, names)
-        _quiet()
-        # XGBoost learns for the default space's evolutionary search. A set of structured spaces
-        # only gets it when asked (cost_model="xgb"): they are small enough to be enumerated whole
-        # at 64 trials per layer, and a first-look budget goes to the task scheduler's first round
-        # robin, so the model would rank nothing while its training took half the tuning time
-        # (2 cores: 45 of 90 s for 72 trials).
-        if s.cost_model == "xgb" or any(t.strategy != "enumerate" for t in tasks):
-            model = ms.cost_model.XGBModel(num_tuning_cores=self.threads,
-                                           num_warmup_samples=s.model_warmup)
-        else:
-            model = ms.cost_model.RandomModel()
+    def __init__(self, db: Database, toolchain, threads: int,
+                 settings: tuner.Settings = tuner.Settings()):
+        self.db, self.toolchain, self.threads, self.settings = db, toolchain, threads, settings
+        self._tuner = None
 
-        def strategy(task: TaskDef):
-            if task.strategy == "enumerate":
-                return enumeration(ms, model, task.batch or s.enum_batch,
-                                   lambda: stopped or stop())
-            return ms.search_strategy.EvolutionarySearch(population_size=population,
-                                                         genetic_num_iters=s.genetic_iters)
+    def tune(self, jobs: list[Job], budget: Budget, on_progress=lambda key, trials, best: None
+             ) -> set[str]:
+        """Tune the jobs that lack trials, where candidates can be measured and while the budget
+        lasts. Returns the keys of the jobs it tuned."""
+        todo = [j for j in {j.key: j for j in jobs}.values() if not enough(self.db.record(j.key), budget)]
+        if not todo or self.toolchain.measure_problem or budget.seconds_left <= 0:
+            return set()
+        self.db.writable()
+        book = _Book(self.db, todo, on_progress)
+        with _interruptible() as interrupted:
+            for group in sorted({j.group for j in todo}, key=lambda g: (g[0], not g[1])):
+                chosen = [j for j in todo if j.group == group]
+                if interrupted or budget.seconds_left <= 0:
+                    break
+                self._tune_set(chosen, budget, book, interrupted)
+        self.db.changed()  # the tuner appended records: reopen
+        if interrupted:
+            raise KeyboardInterrupt
+        if budget.seconds_left > 0:  # not cut short: this budget is done, even if a space ran out
+            book.done(budget.trials)
+        return {j.key for j in todo}
 
-        contexts = [ms.TuneContext(mod=t.mod, target=tvm.target.Target(self.target),
-                                   space_generator=t.space, search_strategy=strategy(t),
-                                   task_name=t.name, rand_state=r, num_threads=self.threads,
-                                   logger=log).clone()
-                    for t, r, log in zip(tasks, ms.utils.fork_seed(seed, n=len(tasks)), loggers)]
-        stopped = []
-        callback = _batch_callback(ms, tasks, on_batch, builder, runner, stopped)
-        ms.tune_tasks(tasks=contexts, task_weights=[t.weight for t in tasks],
-                      work_dir=self.work_dir, max_trials_global=trials,
-                      num_trials_per_iter=batch, builder=builder, runner=runner,
-                      database=database, cost_model=model,
-                      measure_callbacks=[*ms.measure_callback.MeasureCallback.create("default"),
-                                         callback], task_scheduler="gradient")
-        _quiet()
+    def _tune_set(self, jobs: list[Job], budget: Budget, book: "_Book", interrupted: list) -> None:
+        left = {j.key: max(budget.trials - book.records[j.key].trials, 1) for j in jobs}
+        per_task = jobs[0].per_task
+        for job in jobs:  # rounds small enough that the first round over every task fits
+            for task in job.tasks:
+                if task.strategy == "enumerate":
+                    task.batch = max(1, min(self.settings.enum_batch, left[job.key] // len(job.tasks)))
+        tasks = [t for group in itertools.zip_longest(*(j.tasks for j in jobs)) for t in group if t]
+        trials = sum(left[j.key] * (len(j.tasks) if per_task else 1) for j in jobs)
+        start = time.monotonic()
+
+        def on_batch(task, seconds, batch_s):
+            book.add(task, seconds, batch_s)
+            return not interrupted and budget.seconds_left > 0
+
+        try:
+            self.tuner().tune(tasks, trials, on_batch, batch=min(left.values()),
+                              per_task=min(left.values()) if per_task else None,
+                              stop=lambda: bool(interrupted) or budget.seconds_left <= 0)
+        finally:
+            book.wall(jobs, time.monotonic() - start)
+
+    def tuner(self) -> tuner.Tuner:
+        if self._tuner is None:
+            self._tuner = tuner.Tuner(self.toolchain, self.db.dir, self.threads, self.settings)
+        return self._tuner
 
     def close(self) -> None:
-        if self._builder is not None:
-            self._builder.close()
-        self._builder = self._runner = None
+        if self._tuner is not None:
+            self._tuner.close()
+            self._tuner = None
 
 
-def here_builder(ms):
-    """Builds candidates in this process, one after the other, and exports each as a library
-    for the runner's worker. TVM's compiler holds the GIL, so threads would not build in
-    parallel; a process pool would, but each of its builds also pays for shipping the module to
-    the worker and back (on 2 loaded cores: 0.46 s per candidate with 2 pool workers and 20-45 s
-    to start them, 0.22 s per candidate here). No build timeout here: a structured candidate
-    compiles in about 0.1 s."""
-    import tempfile
+class _Book:
+    """Each job's record, updated and saved after every batch of one of its tasks: trials (per
+    candidate; for per-task jobs the fewest any task has had), seconds of its own batches, and
+    the best-latency curve (per-task jobs: MetaSchedule's estimate, the sum over tasks of
+    weight x best, once every task has one)."""
 
-    from tvm.s_tir.transform import RemoveWeightLayoutRewriteBlock
+    def __init__(self, db: Database, jobs: list[Job], on_progress):
+        self.db, self.on_progress = db, on_progress
+        self.jobs = {j.key: j for j in jobs}
+        self.records = {j.key: db.record(j.key) or LayerRecord() for j in jobs}
+        self.base = {k: r.trials for k, r in self.records.items()}  # trials of earlier sessions
+        self.best = {k: r.best_s for k, r in self.records.items()}
+        self.tasks = {t.name: [0, math.inf] for j in jobs for t in j.tasks}  # trials, best
+        for key, record in self.records.items():
+            db.save(key, record)  # the fingerprint goes in before any record
 
-    @tvm.ir.utils.derived_object
-    class HereBuilder(ms.builder.PyBuilder):
-        def __init__(self):
-            super().__init__()
-            self.dir = tempfile.mkdtemp(prefix="pwbench-tuning-")
-            self.count, self.seconds = 0, 0.0  # candidates built, seconds spent building
-            self.times = {}  # artifact path -> seconds its build took
+    def add(self, task: TaskDef, seconds: list, batch_s: float) -> None:
+        key, record = task.key, self.records[task.key]
+        record.tune_s += batch_s
+        done = self.tasks[task.name]
+        done[0] += len(seconds)
+        done[1] = min([done[1], *(s for s in seconds if s is not None)])
+        job = self.jobs[key]
+        for s in seconds:
+            if not job.per_task:
+                record.trials += 1
+                self.best[key] = min(self.best[key], s) if s is not None else self.best[key]
+            self._point(key, record)
+        if job.per_task:
+            per = [self.tasks[t.name] for t in job.tasks]
+            record.trials = self.base[key] + min(p[0] for p in per)
+            self.best[key] = sum(t.weight * p[1] for t, p in zip(job.tasks, per))
+            self._point(key, record)
+        self.db.save(key, record)
+        self.on_progress(key, record.trials, self.best[key])
 
-        def build(self, build_inputs):
-            results = []
-            for b in build_inputs:
-                start = time.monotonic()
-                self.count += 1
-                # one directory each: RemoveBuildArtifact deletes the artifact's directory
-                path = os.path.join(tempfile.mkdtemp(dir=self.dir), "candidate.so")
-                try:
-                    mod = RemoveWeightLayoutRewriteBlock(skip_tensor_rewrite=True)(b.mod)
-                    tvm.compile(mod, target=b.target).export_library(path)  # as default_build
-                    results.append(ms.builder.BuilderResult(path, None))
-                except Exception as exc:  # a candidate that does not compile is a failed trial
-                    results.append(ms.builder.BuilderResult(None, compiler.error_line(exc)))
-                self.times[path] = time.monotonic() - start
-                self.seconds += self.times[path]
-            return results
+    def _point(self, key: str, record: LayerRecord) -> None:
+        best = self.best[key]
+        record.curve.append([len(record.curve) + 1, record.tune_s, best if best < math.inf else None])
 
-        def close(self) -> None:
-            import shutil
+    def wall(self, jobs: list[Job], seconds: float) -> None:
+        for job in jobs:
+            self.records[job.key].wall_s += seconds / len(jobs)
+            self.db.save(job.key, self.records[job.key])
 
-            shutil.rmtree(self.dir, ignore_errors=True)
-
-    return HereBuilder()
-
-
-def pool_builder(ms, workers: int):
-    """LocalBuilder's build with one process pool for the session (see the module docstring)."""
-    from tvm.s_tir.meta_schedule.builder import local_builder
-    from tvm.support.popen_pool import PopenPoolExecutor, StatusKind
-
-    @tvm.ir.utils.derived_object
-    class PoolBuilder(ms.builder.PyBuilder):
-        def __init__(self):
-            super().__init__()
-            self.pool = PopenPoolExecutor(max_workers=workers, timeout=60,
-                                          initializer=compiler.x86_intrinsics_only,
-                                          maximum_process_uses=RECYCLE_AFTER)
-            self.count, self.seconds = 0, 0.0  # the workers' start is in the first build
-            self.times = {}  # artifact path -> its share of the batch's build seconds
-
-        def build(self, build_inputs):
-            start, results = time.monotonic(), []
-            args = [(None, None, b.mod, b.target, None) for b in build_inputs]
-            for r in self.pool.map_with_error_catching(lambda a: local_builder._worker_func(*a), args):
-                if r.status == StatusKind.COMPLETE:
-                    results.append(ms.builder.BuilderResult(r.value, None))
-                elif r.status == StatusKind.TIMEOUT:
-                    results.append(ms.builder.BuilderResult(None, "PoolBuilder: timeout (60 s)"))
-                else:
-                    results.append(ms.builder.BuilderResult(None, f"PoolBuilder: {r.value}"))
-            self.count += len(build_inputs)
-            spent = time.monotonic() - start
-            self.seconds += spent
-            self.times |= {r.artifact_path: spent / len(results) for r in results}
-            return results
-
-        def close(self) -> None:
-            self.pool.shutdown()
-
-    return PoolBuilder()
+    def done(self, trials: int) -> None:
+        for key, record in self.records.items():
+            if record.trials > 0:
+                record.asked = max(record.asked, trials)
+            self.db.save(key, record)
 
 
-def timed_runner(ms, runner):
-    """The runner, one candidate at a time, with the seconds each took (loading, measuring)."""
-
-    @tvm.ir.utils.derived_object
-    class TimedRunner(ms.runner.PyRunner):
-        def __init__(self):
-            super().__init__()
-            self.inner, self.times, self.seconds = runner, {}, 0.0
-
-        def run(self, runner_inputs):
-            futures = []
-            for one in runner_inputs:
-                start = time.monotonic()
-                (future,) = self.inner.run([one])
-                future.result()  # the LocalRunner has run it already; this only fetches it
-                self.times[str(one.artifact_path)] = time.monotonic() - start
-                self.seconds += self.times[str(one.artifact_path)]
-                futures.append(future)
-            return futures
-
-    return TimedRunner()
-
-
-def _batch_callback(ms, tasks: list[TaskDef], on_batch, builder, runner, stopped: list):
-    """Calls on_batch with each batch's results and the seconds its candidates took to build
-    and run. (The wall time between callbacks would not do: the task scheduler builds and runs
-    its first round over every task before it reports any of them.)"""
-
-    @tvm.ir.utils.derived_object
-    class BatchCallback(ms.measure_callback.PyMeasureCallback):
-        def apply(self, task_scheduler, task_id, candidates, builder_results, runner_results):
-            seconds = [float(np.mean([float(s) for s in r.run_secs]))
-                       if r.error_msg is None and r.run_secs else None for r in runner_results]
-            paths = [str(b.artifact_path) for b in builder_results]
-            spent = sum(builder.times.pop(p, 0.0) + runner.times.pop(p, 0.0) for p in paths)
-            if not on_batch(tasks[task_id].key, seconds, spent):
-                stopped.append(True)  # enumerated tasks end at their next round (stop())
-                if not task_scheduler.tasks_[task_id].is_terminated:
-                    task_scheduler.terminate_task(task_id)
-
-    return BatchCallback()
-
-
-def _quiet() -> None:
-    """MetaSchedule logs every batch at INFO to stdout; pwbench shows its own progress."""
-    logging.getLogger("tvm.s_tir.meta_schedule").setLevel(logging.WARNING)
-    os.environ.setdefault("TVM_LOG_DEBUG", "0")
-
-
-UNMEASURED_S = 1e9  # MetaSchedule keeps a candidate whose run failed with run_secs = 1e10
-
-
-def best(database, mods: list) -> tuple[int, object, float] | None:
-    """(index of the module, its best schedule, its measured seconds) over several tasks' modules
-    (the alternatives of one layer), or None when the database measured none of them."""
-    found = []
-    for i, mod in enumerate(mods):
-        if not database.has_workload(mod):
-            continue
-        for record in database.get_top_k(database.commit_workload(mod), 4):
-            seconds = [float(s) for s in record.run_secs or []]
-            if seconds and max(seconds) < UNMEASURED_S:
-                found.append((float(np.mean(seconds)), i, record.trace))
-                break
-    if not found:
-        return None
-    seconds, i, trace = min(found, key=lambda f: f[0])
-    schedule = tvm.s_tir.Schedule(mods[i])
-    trace.apply_to_schedule(schedule, remove_postproc=False)
-    return i, schedule, seconds
-
-
-MAX_POINTS = 1024  # an enumerated space larger than this is cut (the structured spaces: < 100)
-
-
-def enumeration(ms, model, batch: int, stop=lambda: False):
-    """A search strategy for small spaces whose only decisions are sample_categorical (the
-    structured spaces): every point of every design space, unmeasured ones only, measured in the
-    order the cost model ranks them once it has learnt (`model`: the session's XGBModel, shared
-    by every task of a suite); before that, a prior: one point of each design space in turn, the
-    widest register tile first. Returns None (the task is done) when the space is exhausted.
-
-    Why not the evolutionary search: on a space of 8-30 points it spends seconds per batch
-    mutating and re-sampling points it has already measured (on 2 cores, 2.5 s for each of many
-    empty batches), and never says it is done."""
-    from tvm.ir.utils import derived_object
-
-    @derived_object
-    class Enumerate(ms.search_strategy.PySearchStrategy):
-        def _initialize_with_tune_context(self, context) -> None:
-            self.context = context
-
-        def pre_tuning(self, max_trials, num_trials_per_iter, design_spaces, database=None,
-                       cost_model=None) -> None:
-            mod = self.context.mod
-            self.left, self.cost_model = max_trials, cost_model
-            self.args = ms.arg_info.ArgInfo.from_prim_func(mod["main"])
-            measured = set()
-            if database is not None and database.has_workload(mod):
-                for record in database.get_top_k(database.commit_workload(mod), MAX_POINTS):
-                    measured.add(_key(_replay(mod, record.trace)))
-            points = []
-            for space in design_spaces:
-                points.append([p for p in _points(mod, space.trace) if _key(p) not in measured])
-            # the prior: interleave the design spaces, each from its widest tile
-            self.todo = [p for group in itertools.zip_longest(*points) for p in group if p is not None]
-
-        def post_tuning(self) -> None:
-            self.todo = []
-
-        def generate_measure_candidates(self):
-            n = min(batch, self.left, len(self.todo))
-            if n <= 0 or stop():
-                return None
-            if _trained(model):
-                candidates = [ms.search_strategy.MeasureCandidate(s, self.args) for s in self.todo]
-                scores = np.asarray(self.cost_model.predict(self.context, candidates))
-                order = np.argsort(-scores, kind="stable")
-                self.todo = [self.todo[i] for i in order]
-            chosen, self.todo = self.todo[:n], self.todo[n:]
-            self.left -= n
-            return [ms.search_strategy.MeasureCandidate(s, self.args) for s in chosen]
-
-        def notify_runner_results(self, measure_candidates, results) -> None:
+@contextmanager
+def _interruptible():
+    """SIGINT and SIGTERM set a flag for the duration (the tuner stops after its batch), and
+    the previous handlers come back afterwards."""
+    interrupted: list = []
+    handlers = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            handlers[sig] = signal.signal(sig, lambda *_: interrupted.append(True))
+        except ValueError:  # not the main thread
             pass
-
-        def clone(self):
-            return Enumerate()
-
-    return Enumerate()
-
-
-def _trained(model) -> bool:
-    return (getattr(model, "booster", None) is not None
-            and model.data_size >= model.num_warmup_samples)
+    try:
+        yield interrupted
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
 
 
-def _points(mod, trace) -> list:
-    """Every schedule a trace gives over its sample_categorical decisions (last choice first)."""
-    insts = [i for i in trace.insts if i.kind.name == "SampleCategorical"]
-    ranges = [range(len(i.attrs[0]) - 1, -1, -1) for i in insts]
-    out = []
-    for decisions in itertools.islice(itertools.product(*ranges), MAX_POINTS):
-        t = trace
-        for inst, d in zip(insts, decisions):
-            t = t.with_decision(inst, d, remove_postproc=True)
-        out.append(_replay(mod, t))
-    return out
-
-
-def _replay(mod, trace):
-    schedule = tvm.s_tir.Schedule(mod)
-    trace.apply_to_schedule(schedule, remove_postproc=True)
-    return schedule
-
-
-def _key(schedule) -> int:
-    import tvm_ffi
-
-    return tvm_ffi.structural_hash(schedule.mod)
-
-
-def time_schedule(schedule, target: dict, repeat: int = 10, min_repeat_ms: int = 20) -> float:
-    """The fastest of `repeat` time_evaluator samples of a schedule compiled for the target, on
-    random arguments (for comparing tuning settings by the kernel they find)."""
-    ex = tvm.compile(schedule.mod, target=tvm.target.Target(target))
-    dev = tvm.cpu()
-    args = [tvm.runtime.tensor(np.random.rand(*[int(d) for d in p.shape]).astype(str(p.dtype)), dev)
-            for p in schedule.mod["main"].params]
-    timer = ex.mod.time_evaluator("main", dev, number=1, repeat=repeat, min_repeat_ms=min_repeat_ms)
-    return float(min(timer(*args).results))
+def curve_rows(workload, backend: str, target: str, record: LayerRecord,
+               variant: str = "") -> list[dict]:
+    """Rows of tuning_curves.csv (columns in results/README.md)."""
+    return [{"spec_id": workload.id, "layer": workload.label, "backend": backend,
+             "target": target, "trial": trial, "elapsed_s": elapsed, "best_s": best,
+             "variant": variant}
+            for trial, elapsed, best in record.curve if best is not None]

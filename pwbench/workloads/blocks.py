@@ -267,11 +267,12 @@ class Block:
         """A block's bound scales with its reference itself (see the module doc)."""
         return np.zeros(0)
 
-    def tolerance(self, scale, ref, compute: str = ""):
+    def tolerance(self, scale, ref, compute: str = "", algorithm: str = "direct"):
         u = max(reference.UNIT_ROUNDOFF[self.dtype], reference.TF32_RHO if compute == "tf32" else 0)
+        u *= reference.growth(algorithm)  # a conv of the block run by Winograd or FFT
         return LAMBDA * math.sqrt(self.reduction_length) * u * (np.abs(ref) + np.sqrt(np.mean(ref**2)))
 
-    def exact_tolerance(self, expected, exact: bool):
+    def exact_tolerance(self, expected, exact: bool, algorithm: str = "unknown"):
         raise NotImplementedError("blocks have no exact-by-construction inputs")
 
     def evaluate(self, x: np.ndarray) -> np.ndarray:

@@ -205,15 +205,15 @@ class ConvSpec:
 
         return reference.conv2d(self, np.abs(x), np.abs(w))
 
-    def tolerance(self, scale, ref, compute: str = ""):
+    def tolerance(self, scale, ref, compute: str = "", algorithm: str = "direct"):
         from pwbench.workloads import reference
 
-        return reference.conv_tolerance(self, scale, ref, compute)
+        return reference.conv_tolerance(self, scale, ref, compute, algorithm)
 
-    def exact_tolerance(self, expected, exact: bool):
+    def exact_tolerance(self, expected, exact: bool, algorithm: str = "unknown"):
         from pwbench.workloads import reference
 
-        return reference.exact_tolerance(self, expected, exact)
+        return reference.exact_tolerance(self, expected, exact, algorithm)
 
     @property
     def reference_bytes(self) -> int:

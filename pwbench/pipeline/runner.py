@@ -54,14 +54,10 @@ class RunConfig:
     clock: str = "time"  # or "instructions": counted under callgrind (measure/instructions.py)
     calls: int = instructions.DEFAULT_CALLS  # instruction clock: counted calls per kernel
     peaks_file: Path | None = None  # user-given peaks instead of measured ones
-    trials: int = 64  # tvm-tuned: MetaSchedule trials per layer
-    tune_minutes: float | None = None  # tvm-tuned: tuning budget for the whole suite
-    tuning_dir: Path | None = None  # tvm-tuned: tuning database root (default: the cache dir)
-    spaces: tuple[str, ...] = ("structured",)  # tvm-tuned: design spaces
-    tuning_mode: str = "suite"  # tvm-tuned: suite-wide or layer-at-a-time tuning
-    blocked: bool = True  # tvm-tuned: also the blocked end-to-end variant
+    backend_options: dict = field(default_factory=dict)  # a backend's own options, by group
     optional: tuple[str, ...] = ()  # backends left out with a note when unavailable here
     rpc: object = None  # a targets.board.Endpoint: kernels run on boards behind that tracker
+    cuda_graphs: bool = False  # replay timed blocks from CUDA graphs (a GPU target's kernels)
 
 
 class Watcher(Protocol):
@@ -116,6 +112,9 @@ def plan(config: RunConfig, events=Quiet()) -> Plan:
         target = target.counted()  # e.g. TVM kernels built for an AVX2 CPU (no AVX-512)
         valgrind = instructions.find(config.calls)
     target.prepare_process(config.threads)  # before torch or TVM start their thread pools
+    if config.cuda_graphs and not target.graph_replay:
+        raise UserError(f"--cuda-graphs replays CUDA kernels; target {target.name} runs on "
+                        f"{target.where}: use --target cuda")
     if config.cache == "cold" and not target.can_evict:
         raise UserError(f"--cache cold: target {target.name} cannot empty its caches between "
                         "samples (a board's kernels are timed there); use --cache hot")
@@ -146,10 +145,8 @@ def plan(config: RunConfig, events=Quiet()) -> Plan:
     targets.require_runnable(target)
     output = config.output or results.default_dir(suite.name, target.name)
     work_dir = scratch.new()  # not under output: see pwbench/scratch.py
-    options = Options(threads=config.threads, work_dir=work_dir, trials=config.trials,
-                      tune_minutes=config.tune_minutes, tuning_dir=config.tuning_dir,
-                      spaces=config.spaces, tuning_mode=config.tuning_mode, blocked=config.blocked,
-                      clock=config.clock)
+    options = Options(threads=config.threads, work_dir=work_dir, clock=config.clock,
+                      extra=config.backend_options)
     # e.g. open a tuning database, or check a kernel bundle: a bad one fails here, once
     made = {name: (backends.from_bundle(kit, name, target, options, events) if name in from_kit
                    else classes[name](target, options, events))
@@ -244,6 +241,7 @@ def metadata(p: Plan) -> dict:
              "kernel_bundle": str(p.config.kernels) if p.config.kernels else None,
              "batch": p.config.batch, "budget": vars(p.config.budget),
              "processes": p.config.processes, "cache": p.config.cache, "versions": versions,
+             "cuda_graphs": p.config.cuda_graphs,
              "peaks": p.peaks.to_dict() if p.peaks else None, "clock": p.config.clock}
     facts = {**p.target.fingerprint_facts(), "versions": versions, "threads": p.config.threads,
              "target": p.target.name}
@@ -288,7 +286,8 @@ def _abandon(p: Plan, writer: results.RunWriter, exc: BaseException) -> None:
 
 
 def _roof(row: dict, p: Plan) -> dict:
-    return roofline.row_columns(row["flops"], row["bytes"], row["dtype"], row["median_s"], p.peaks)
+    return roofline.row_columns(row["flops"], row["bytes"], row["dtype"], row["median_s"], p.peaks,
+                                row.get("compute", ""))
 
 
 def _line(spec: ConvSpec, backend: str, built: Built | None, p: Plan) -> dict:
@@ -374,7 +373,8 @@ def _measure_all(p: Plan, jobs: list[workers.Job], lines: dict, writer, watch) -
         job.expected = saved[job.spec.id]
     settings = workers.Settings(p.config.processes, p.config.budget, p.config.cache,
                                 p.config.threads, p.target.kernel_timeout_s or KERNEL_TIMEOUT_S,
-                                p.valgrind, p.work_dir)
+                                p.valgrind, p.work_dir, p.config.cuda_graphs,
+                                p.target.startup_timeout_s or workers.STARTUP_TIMEOUT_S)
     what = "counting instructions under callgrind" if p.valgrind else "measuring"
     watch.stage(f"{what} in {p.config.processes} process(es)", len(jobs) * p.config.processes)
 
