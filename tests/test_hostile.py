@@ -76,8 +76,8 @@ CASES = {
                                  "is not a file"),
     "fleet port 99999": (lambda t: ["fleet", "local", "--port", "99999"], 2,
                          "expected a port number (1-65535)"),
-    "sample-ms inf": (lambda t: ["run", "--sample-ms", "inf"], 2, "expected a positive number"),
-    "warmup-ms nan": (lambda t: ["run", "--warmup-ms", "nan"], 2, "expected a positive number"),
+    "sample-ms inf": (lambda t: ["run", "--sample-ms", "inf"], 2, "expected a positive finite number"),
+    "warmup-ms nan": (lambda t: ["run", "--warmup-ms", "nan"], 2, "expected a positive finite number"),
     "output empty": (lambda t: ["run", "--output", ""], 2, "expected a path, got an empty name"),
     "record with a bad db": (lambda t: ["run", "--suite", written(t / "s.toml", TINY), "--record",
                                         "--db", "/dev/null", "--output", t / "r", *FAST], 2,
@@ -274,7 +274,8 @@ def test_ctrl_c_while_the_summary_prints_keeps_the_run(in_process, monkeypatch, 
     monkeypatch.setattr(console, "summary", _interrupt)
     status = in_process("run", "--suite", written(tmp_path / "s.toml", TINY), "--output",
                         tmp_path / "r", *FAST)
-    assert status == 130 and capsys.readouterr().err.strip() == "pwbench: interrupted"
+    assert status == 130 and capsys.readouterr().err.strip() == (
+        f"pwbench: interrupted; every finished measurement is kept in {tmp_path / 'r'}")
     meta = json.loads((tmp_path / "r" / "meta.json").read_text())
     assert meta["status"] == "complete" and meta["rows"] == 1  # measured before the key
 

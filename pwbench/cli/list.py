@@ -10,7 +10,6 @@ def add(sub):
 
 
 def main(args) -> int:
-    from rich.markup import escape
     from rich.table import Table
 
     from pwbench.cli.console import console
@@ -19,17 +18,19 @@ def main(args) -> int:
     for col in COLUMNS[args.what]:
         table.add_column(col)
     for row in ROWS[args.what]():
-        table.add_row(*map(escape, row))  # a suite's description is the user's text
+        table.add_row(*row)
     console.print(table)
     return 0
 
 
 def _suites():
+    from rich.markup import escape
+
     from pwbench.workloads import suites
 
     for name in suites.builtin_suites():
         s = suites.load(name)
-        yield name, str(len(s.layers)), f"{s.gflops:.2f}", s.description
+        yield escape(name), str(len(s.layers)), f"{s.gflops:.2f}", escape(s.description)
 
 
 def _backends():

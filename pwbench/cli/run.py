@@ -90,8 +90,9 @@ def main(args) -> int:
     try:
         writer = run_suite(config, first_look=settings(args)[1])
     except KeyboardInterrupt as stop:  # Ctrl-C, SIGTERM, SIGHUP (cli/signals.py)
-        print(f"pwbench: {signals.what(stop)}; every finished measurement is kept in "
-              f"{config.output or 'the run directory'}", file=sys.stderr)
+        kept = (f"; every finished measurement is kept in {config.output}"
+                if config.output and config.output.exists() else "")
+        print(f"pwbench: {signals.what(stop)}{kept}", file=sys.stderr)
         return signals.exit_status(stop)
     console.speedups(writer.rows)
     print(f"results: {writer.dir}")
