@@ -240,7 +240,8 @@ MALFORMED = {
     "meta not JSON": (lambda d: (d.mkdir(), (d / "meta.json").write_text("{")), "not valid JSON"),
     "meta not an object": (lambda d: (d.mkdir(), (d / "meta.json").write_text("[]")), "JSON object"),
     "no records": (lambda d: _with_meta(d), "holds no records"),
-    "records lack columns": (lambda d: _with_meta(d, '{"a": 1}\n{"a": 2}\n'), "lack column"),
+    "records lack columns": (lambda d: _with_meta(d, '{"a": 1}\n{"a": 2}\n'),
+                             "records.jsonl:1: not a pwbench record (no backend"),
     "broken parquet": (lambda d: _with_meta(d, "junk", "records.parquet"), "records.parquet: unreadable"),
     "flops not a number": (_not_numeric, "flops is not a number"),
 }
