@@ -10,6 +10,7 @@ import os
 import platform
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pwbench
@@ -21,6 +22,34 @@ def cache_dir() -> Path:
         return Path(os.environ["PWBENCH_CACHE_DIR"])
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "pwbench"
+
+
+def cache_problem() -> str | None:
+    """Why the cache cannot be written to (a read-only home, a file in its place), else None."""
+    path = cache_dir()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as exc:
+        return f"{path} is not writable ({exc.strerror or exc})"
+    return None
+
+
+def writable_dir(name: str) -> Path:
+    """`<cache>/name`, or where the cache is read-only, `<tmp>/pwbench-cache-<uid>/name`: for
+    files pwbench builds or keeps only for this machine's runs (helper libraries, scratch), so that
+    a read-only cache costs a rebuild, never a kernel or a peak left out."""
+    uid = os.getuid() if hasattr(os, "getuid") else 0
+    for root in (cache_dir(), Path(tempfile.gettempdir()) / f"pwbench-cache-{uid}"):
+        path = root / name
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError:
+            continue
+        if os.access(path, os.W_OK | os.X_OK):
+            return path
+    return path  # neither is writable: the caller's write says so
 
 
 def git_commit() -> str:

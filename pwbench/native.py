@@ -36,7 +36,7 @@ def library(name: str, source: str, flags: tuple[str, ...] = ()) -> Path:
         raise BuildError("no C compiler (cc) on PATH")
     flags = ("-O2", "-shared", "-fPIC", *flags)
     key = hashlib.sha256(repr((source, flags, cc, platform.machine())).encode()).hexdigest()[:16]
-    built = env.cache_dir() / "native" / f"{name}-{key}.so"
+    built = env.writable_dir("native") / f"{name}-{key}.so"
     if built.exists():
         return built
     built.parent.mkdir(parents=True, exist_ok=True)

@@ -30,7 +30,7 @@ from pwbench.report import fusion, runs, theory
 
 BACKENDS = ("torch", "onnxruntime", "tvm-relax", "tvm-relax-tuned")
 PASSIVE = "torch (OMP passive)"
-QUICK_FILTER = "layer.str.startswith('mobilenetv1.conv8')"
+QUICK_FILTER = "layer.startswith('mobilenetv1.conv8')"
 
 
 def main() -> int:

@@ -12,7 +12,7 @@ import argparse
 
 import numpy as np
 
-from pwbench.analysis import compare
+from pwbench.analysis import stats
 
 SEED = 20261123
 # (what, true new/base time ratio, samples per side)
@@ -28,7 +28,7 @@ def verdicts(factor: float, samples: int, trials: int, noise: float, threshold: 
     for _ in range(trials):
         base = np.exp(rng.normal(0.0, noise, samples))
         new = factor * np.exp(rng.normal(0.0, noise, samples))
-        verdict = compare.timing_verdict(compare.shift(base, new), threshold)
+        verdict = stats.timing_verdict(stats.shift(base, new), threshold)
         counts[verdict] = counts.get(verdict, 0) + 1
     return counts
 
@@ -42,7 +42,7 @@ def main() -> None:
     args = parser.parse_args()
     rng = np.random.default_rng(args.seed)
     print(f"seed {args.seed}, {args.trials} trials per case, {args.noise:g} % lognormal noise, "
-          f"threshold {args.threshold:g} %, {compare.CONFIDENCE:.0%} interval")
+          f"threshold {args.threshold:g} %, {stats.CONFIDENCE:.0%} interval")
     for what, factor, samples in CASES:
         counts = verdicts(factor, samples, args.trials, args.noise / 100, args.threshold / 100, rng)
         rates = ", ".join(f"{v} {n / args.trials:.1%}" for v, n in sorted(counts.items()))

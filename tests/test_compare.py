@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pwbench.analysis import compare
+from pwbench.analysis import compare, stats
 from runs_helper import META, TINY, pwbench, real_run, write_run
 
 pytestmark = pytest.mark.unit
@@ -40,9 +40,9 @@ def test_a_2_percent_loss_is_never_a_regression(samples):
 def test_interval_holds_the_ratio_and_p_value_tracks_it():
     rng = np.random.default_rng(1)
     base = np.exp(rng.normal(0, 0.05, 50))
-    s = compare.shift(base, 1.2 * np.exp(rng.normal(0, 0.05, 50)))
+    s = stats.shift(base, 1.2 * np.exp(rng.normal(0, 0.05, 50)))
     assert s.low < 1.2 < s.high and s.low < s.ratio < s.high and s.p_value < 1e-6
-    same = compare.shift(base, base)
+    same = stats.shift(base, base)
     assert same.ratio == 1 and same.low < 1 < same.high and same.p_value > 0.5
 
 
@@ -50,7 +50,7 @@ def test_the_estimate_lies_inside_its_interval_on_bimodal_samples():
     rng = np.random.default_rng(2)  # bimodal times, as on a busy machine: 19/30 fast base samples,
     base = np.where(np.arange(30) < 19, 1.0, 1.3) * np.exp(rng.normal(0, 0.03, 30))
     new = np.where(np.arange(30) < 12, 0.9, 1.2) * np.exp(rng.normal(0, 0.03, 30))  # 12/30 new
-    s = compare.shift(base, new)
+    s = stats.shift(base, new)
     assert s.low <= s.ratio <= s.high  # a ratio of medians (about 1.14) would sit far outside
 
 
@@ -58,7 +58,7 @@ def test_the_estimate_lies_inside_its_interval_on_bimodal_samples():
     (1.06, 1.20, "slower"), (0.80, 0.94, "faster"), (0.97, 1.04, "same"), (1.02, 1.10, "uncertain"),
     (0.90, 1.10, "uncertain")])
 def test_verdict_needs_the_interval_beyond_the_threshold(low, high, verdict):
-    assert compare.timing_verdict(compare.Shift(1.0, low, high, 0.0), 0.05) == verdict
+    assert stats.timing_verdict(stats.Shift(1.0, low, high, 0.0), 0.05) == verdict
 
 
 @pytest.mark.parametrize("text, value", [("5%", 0.05), ("10", 0.10), (" 2.5 % ", 0.025)])
@@ -122,14 +122,20 @@ def test_environment_differences_are_named(base, tmp_path):
         assert said in proc.stdout, proc.stdout
 
 
-def test_missing_kernels_are_listed_not_failed(base, tmp_path):
+def test_missing_kernels_fail_the_gate_unless_accepted(base, tmp_path):
     new = tmp_path / "new"
     write_run(new, {}, seed=2)
     lines = (new / "records.jsonl").read_text().splitlines()
     (new / "records.parquet").unlink()
     (new / "records.jsonl").write_text("\n".join(ln for ln in lines if '"dw"' not in ln) + "\n")
     proc = pwbench("compare", base, new)
-    assert proc.returncode == 0 and "missing" in proc.stdout and "only in BASE" in proc.stdout
+    assert proc.returncode == 1 and "missing" in proc.stdout and "only in BASE" in proc.stdout
+    assert "no regression, 1 kernel(s) of BASE not measured by NEW" in proc.stdout
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "pwbench: 1 of 3 kernels of BASE were not measured by NEW: a gate does not pass on "
+        "missing data (--accept-missing to compare what is there)")
+    accepted = pwbench("compare", base, new, "--accept-missing", "--format", "json")
+    assert accepted.returncode == 0 and json.loads(accepted.stdout)["missing"] == 1
 
 
 def _bad_records(path):
@@ -148,11 +154,11 @@ def _other_suite(path):
 @pytest.mark.parametrize("make, args, message", [
     (None, [], "does not exist"),
     (lambda p: p.mkdir(), [], "not a pwbench run directory"),
-    (_bad_records, [], "malformed record"),
+    (_bad_records, [], "records.jsonl:1: not a pwbench record"),
     (_other_suite, [], "no kernel (spec id, backend, target) in common"),
     (lambda p: write_run(p, {}, seed=3), ["--threshold", "lots"], "--threshold expects a percentage"),
     (lambda p: write_run(p, {}, seed=3), ["--threshold=-5%"], "--threshold expects a percentage"),
-    (lambda p: write_run(p, {}, seed=3), ["extra"], "compare takes BASE and NEW"),
+    (lambda p: write_run(p, {}, seed=3), ["extra"], "extra does not exist"),
 ], ids=["missing", "not a run", "malformed", "mismatched", "threshold", "negative", "three runs"])
 def test_bad_input_is_one_line_and_exit_2(base, tmp_path, make, args, message):
     new = tmp_path / "new"

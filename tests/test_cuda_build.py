@@ -195,7 +195,7 @@ def test_a_damaged_or_missing_bundle_is_one_line(bundles, tmp_path):
     with pytest.raises(UserError, match="lacks 1 of its libraries"):
         bundle.read(copy)
     (copy / bundle.MANIFEST).write_text("{")
-    with pytest.raises(UserError, match="unreadable"):
+    with pytest.raises(UserError, match="not valid JSON"):
         bundle.read(copy)
 
 

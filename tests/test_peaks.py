@@ -200,7 +200,7 @@ def test_a_malformed_peaks_file_is_a_user_error_naming_it(tmp_path, name, text, 
 
 
 def test_a_missing_peaks_file_is_a_user_error(tmp_path):
-    with pytest.raises(UserError, match="cannot read peaks file .*nope.toml"):
+    with pytest.raises(UserError, match="peaks file .*nope.toml does not exist"):
         peaks.load_file(tmp_path / "nope.toml")
 
 

@@ -240,7 +240,8 @@ MALFORMED = {
     "meta not JSON": (lambda d: (d.mkdir(), (d / "meta.json").write_text("{")), "not valid JSON"),
     "meta not an object": (lambda d: (d.mkdir(), (d / "meta.json").write_text("[]")), "JSON object"),
     "no records": (lambda d: _with_meta(d), "holds no records"),
-    "records lack columns": (lambda d: _with_meta(d, '{"a": 1}\n{"a": 2}\n'), "lack column"),
+    "records lack columns": (lambda d: _with_meta(d, '{"a": 1}\n{"a": 2}\n'),
+                             "records.jsonl:1: not a pwbench record (no backend"),
     "broken parquet": (lambda d: _with_meta(d, "junk", "records.parquet"), "records.parquet: unreadable"),
     "flops not a number": (_not_numeric, "flops is not a number"),
 }
@@ -262,7 +263,7 @@ def test_a_malformed_run_directory_is_one_clear_line_and_exit_2(case, tmp_path):
 
 @pytest.mark.cli
 @pytest.mark.parametrize("args, says", [
-    (["--peaks", "{tmp}/missing.toml"], "cannot read peaks file"),
+    (["--peaks", "{tmp}/missing.toml"], "peaks file"),
     (["--price", "nosuchhost=1.0"], "matches no run"),
     (["--watts", "vm cpu 1t=lots"], "expected a positive number"),
     ([str(RUNS / "pairs_1t")], "given twice"),

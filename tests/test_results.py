@@ -116,3 +116,12 @@ def test_newer_schema_and_non_runs_are_refused(tmp_path):
     (tmp_path / "meta.json").write_text('{"schema_version": 99}')
     with pytest.raises(UserError, match="newer pwbench"):
         load_run(tmp_path)
+
+
+def test_two_writers_never_share_one_run_directory(tmp_path):
+    """records.jsonl is created exclusively: of two runs started at once into one --output, the
+    second is refused instead of appending to the first's lines."""
+    first = results.RunWriter(tmp_path / "run", {"suite": "a"})
+    with pytest.raises(UserError, match="already holds a run"):
+        results.RunWriter(tmp_path / "run", {"suite": "b"})
+    first.finish()

@@ -125,6 +125,20 @@ def test_cold_is_slower_than_hot_on_a_kernel_whose_data_fits_in_cache():
     assert cold.median_s > hot.median_s, (cold.median_s, hot.median_s)
 
 
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="one CPU: nothing else to evict")
+def test_cold_cache_is_evicted_from_every_cpu_a_kernel_may_use():
+    """A multi-threaded kernel keeps operands in every core's private L2: each CPU of the mask
+    gets a thread of its own, pinned there, that streams its buffer at every eviction."""
+    from pwbench.targets.eviction import Evictor
+
+    evict = Evictor(llc_bytes=1 << 20, private_bytes=256 << 10)
+    evict()
+    mask = os.sched_getaffinity(0)
+    assert set(evict.cpus) == mask and evict.pinned == {cpu: {cpu} for cpu in mask}
+    assert evict.per_cpu >= 2 * (256 << 10) and os.sched_getaffinity(0) == mask  # ours untouched
+    evict()  # and again: the threads wait between evictions
+
+
 def test_a_wrong_kernel_is_a_failed_row_and_never_timed(tmp_path):
     rows = by_layer(run(tmp_path, backends=("fake-wrong",)))
     assert rows["a"]["check"] == "failed" and "differ" in rows["a"]["error"]

@@ -368,7 +368,7 @@ def test_a_directory_named_like_a_builtin_suite_does_not_hide_it(tmp_path, monke
     monkeypatch.chdir(tmp_path)
     assert suites.load("blocks").name == "blocks"
     (tmp_path / "results").mkdir()
-    with pytest.raises(UserError, match="does not exist"):
+    with pytest.raises(UserError, match="is a directory, not a file"):
         suites.load("results")  # a directory that is no builtin name is still not a suite file
 
 

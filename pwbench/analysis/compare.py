@@ -1,245 +1,39 @@
-"""`pwbench compare BASE NEW`: a regression verdict per kernel, and an exit status CI can gate on.
+"""`pwbench compare BASE... NEW`: a regression verdict per kernel, and an exit status CI can gate on.
 
-Statistics (why this test). Timing noise is multiplicative and right-skewed (interrupts, frequency
-changes, a busy neighbour), so every comparison is made on log(time): a slowdown is a shift of the
-log-time distribution, and a ratio of times is a difference of logs. For that shift we use the
-Hodges-Lehmann estimate (the median of all pairwise log ratios new_i / base_j) and its
-distribution-free confidence interval obtained by inverting the Mann-Whitney U test (Moses'
-interval). Compared with a t-test it needs no normality and shrugs off outliers; compared with a
-bootstrap of the ratio of medians it is deterministic (the same inputs always give the same
-verdict, which a CI gate must) and keeps its coverage with as few as 7 samples per side, where the
-percentile bootstrap of a median is known to be too narrow.
+Rows of the two sides pair by kernel (results.KERNEL_KEY); the statistics and the verdicts are
+analysis/stats.py's. BASE may be several runs of the same code (or a folder of them), or the
+recorded runs of NEW's fingerprint (`--against-history`): each run is an invocation, and the
+spread between them enters every kernel's interval.
 
-Verdict, with t the minimum effect (`--threshold`, default 5 %) and an 80 % two-sided interval
-(so each bound is a one-sided 90 % bound):
-  slower     the interval's lower bound is above 1 + t: 90 % confident the loss is at least t
-  faster     the upper bound is below 1 / (1 + t)
-  same       the whole interval lies within [1 / (1 + t), 1 + t]: any change is below t
-  uncertain  anything else: too noisy to tell at this sample count (not a regression; listed)
-Requiring the *bound*, not the point estimate, to clear the threshold is what keeps the false
-alarm rate low for every true change up to t (about 10 % for a change of exactly t, about 1 in
-2000 for a 2 % change, none seen for an A/A pair), at the price of needing a loss somewhat above t
-to be sure of it: with 5 % lognormal noise and 30 samples a side, a 10 % loss is caught about 98 %
-of the time. A 95 % bound would cut the at-threshold rate to 5 % but catch a 10 % loss only about
-96 % of the time, too close to the 95 % the gate promises. scripts/compare_study.py measures these
-rates.
-
-Between processes. The samples of one process share its state (memory layout, thread placement,
-clock): on a shared VM a kernel's median moves by more than 5 % from one process to the next
-while each process's own interval stays tight, so an interval built on pooled samples alone
-calls unchanged code slower. Runs therefore measure every kernel in several processes
-(`--processes`, measure/workers.py), and when both sides have at least two, the processes are the
-units: the interval is the hull of the Moses interval on the pooled samples and a Welch t
-interval on the per-process log medians (mean difference, Welch-Satterthwaite degrees of
-freedom), so between-process spread widens it instead of producing a confident false verdict.
-With one process on either side only the within-process interval exists, and the row says so.
-The threshold still absorbs what no interval covers (a machine that drifts between two runs'
-time windows), which is why a change inside it is never a regression however significant.
+A gate must not pass because data is missing. A kernel that BASE measured and NEW did not
+(`missing`: a run cut short, a filter changed) makes the comparison fail unless the caller
+accepts it (`--accept-missing`); a run killed or interrupted, or a records.jsonl line cut short,
+is named in a warning; comparing a run with itself is refused.
 
 A numerical check that passed in BASE and failed (or could not run) in NEW is always a regression,
-whatever the times say: a wrong-but-fast kernel must never look like a win.
-
-Instruction counts (`pwbench run --clock instructions`). A count does not drift with the machine:
-the same code gives the same count to within glibc malloc's path length inside a torch op
-(measured across separate invocations: see measure/instructions.py, NOISE_FLOOR), and exactly
-the same count for a TVM kernel. No interval is needed, so a counted kernel's verdict is a plain
-threshold on the ratio of its median counts per call, new / base (the median over processes of
-each process's median): slower above 1 + t, faster below 1 / (1 + t), else same, with t the
-count threshold (`--count-threshold`, default COUNT_THRESHOLD = 2 %, above the noise floor,
-so an A/A pair is never flagged and a 10 % change in work, which moves a count by 8-10 %, always
-is). Rows pair only with rows of the same clock (results.KERNEL_KEY), so a count never meets a
-time.
+whatever the times say: a wrong-but-fast kernel must never look like a win. Rows of the
+instruction clock pair only with rows of the same clock, so a count never meets a time.
 """
 
 from __future__ import annotations
 
-import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
-from pwbench import samples
+from pwbench.analysis import stats
+from pwbench.analysis.sides import Side, sides
 from pwbench.errors import UserError
-from pwbench.store import results
+from pwbench.store import history, results
 
-CONFIDENCE = 0.80  # two-sided; each bound is a one-sided 90 % bound
-COUNT_THRESHOLD = 0.02  # instruction counts: above the noise floor measured across invocations
-Z_ONE_SIDED = 1.2815515655446004  # standard normal quantile at 0.90
 REGRESSIONS = ("slower", "failed")
 # What a regression gate must look at when the environments differ (the commit is expected to)
 ENV_KEYS = ("cpu_model", "cpu_id", "cpu_flags", "cores", "machine", "gpu", "gpu_driver", "threads",
             "thread_env", "target", "cache", "python", "hostname", "clock", "isa_cap",
             "instruction_clock")
 
-
-@dataclass
-class Shift:
-    """new / base time ratio: the Hodges-Lehmann estimate and the interval built around it."""
-    ratio: float
-    low: float
-    high: float
-    p_value: float  # two-sided Mann-Whitney U, H0: no shift (or Welch's t across processes)
-    units: str = "samples"  # what the interval treats as independent: samples or processes
-
-
-def shift(base, new) -> Shift:
-    """Hodges-Lehmann ratio (median pairwise ratio) and its Moses (Mann-Whitney inverted) interval.
-
-    The point estimate is the one the interval is built around, so it always lies inside it (a
-    ratio of medians can fall outside on skewed samples)."""
-    b, n = np.log(np.asarray(base, float)), np.log(np.asarray(new, float))
-    m, k = len(b), len(n)
-    diffs = (n[:, None] - b[None, :]).ravel()
-    # number of pairwise differences cut off each tail (normal approximation of U's distribution)
-    sd_u = math.sqrt(m * k * (m + k + 1) / 12)
-    cut = max(0, math.floor(m * k / 2 - Z_ONE_SIDED * sd_u - 0.5))
-    lo, hi = np.partition(diffs, [cut, diffs.size - 1 - cut])[[cut, diffs.size - 1 - cut]]
-    u = float((diffs > 0).sum() + 0.5 * (diffs == 0).sum())  # U statistic of NEW over BASE
-    z = (abs(u - m * k / 2) - 0.5) / sd_u if sd_u else 0.0
-    ratio = float(np.exp(np.median(diffs)))
-    return Shift(ratio, float(np.exp(lo)), float(np.exp(hi)), math.erfc(max(z, 0.0) / math.sqrt(2)))
-
-
-@dataclass(frozen=True)
-class Spread:
-    """Variance of log per-process medians and its degrees of freedom."""
-    var: float
-    df: int
-
-
-def spread(medians: np.ndarray) -> Spread | None:
-    logs = np.log(medians)
-    return Spread(float(logs.var(ddof=1)), logs.size - 1) if logs.size >= 2 else None
-
-
-def pooled_spread(spreads) -> Spread | None:
-    """The between-process variance of a whole run: every kernel's, weighted by its degrees of
-    freedom. A run's processes share the machine states that cause the spread, so this estimate
-    (tens of degrees of freedom) guards each kernel's own (two, with three processes), which is
-    sometimes small by chance, against a confident false verdict."""
-    spreads = [s for s in spreads if s is not None]
-    df = sum(s.df for s in spreads)
-    return Spread(sum(s.var * s.df for s in spreads) / df, df) if df else None
-
-
-def process_shift(base: Side, new: Side) -> Shift | None:
-    """Welch's t interval (at CONFIDENCE) of the mean log ratio of per-process medians, each
-    side's variance the larger of the kernel's own and its run's pooled one; None when a side has
-    fewer than two processes or no spread at all to estimate from."""
-    from scipy import stats
-
-    b, n = np.log(base.process_medians), np.log(new.process_medians)
-    if min(b.size, n.size) < 2:
-        return None
-    (vb, db), (vn, dn) = _variance(base), _variance(new)
-    vb, vn = vb / b.size, vn / n.size
-    se = math.sqrt(vb + vn)
-    if se == 0:
-        return None
-    df = (vb + vn) ** 2 / (vb ** 2 / db + vn ** 2 / dn)
-    diff, half = n.mean() - b.mean(), stats.t.ppf(0.5 + CONFIDENCE / 2, df) * se
-    p_value = 2 * stats.t.sf(abs(diff) / se, df)
-    return Shift(math.exp(diff), math.exp(diff - half), math.exp(diff + half), float(p_value),
-                 "processes")
-
-
-def _variance(side: Side) -> tuple[float, int]:
-    own = spread(side.process_medians)
-    run = side.run_spread
-    return (run.var, run.df) if run is not None and run.var > own.var else (own.var, own.df)
-
-
-def combined_shift(base: Side, new: Side) -> Shift:
-    """The within-process interval, widened to the between-process one when both exist."""
-    within = shift(base.samples, new.samples)
-    between = process_shift(base, new)
-    if between is None:
-        return within
-    return Shift(within.ratio, min(within.low, between.low), max(within.high, between.high),
-                 max(within.p_value, between.p_value), "processes")
-
-
-def timing_verdict(s: Shift, threshold: float) -> str:
-    up, down = 1 + threshold, 1 / (1 + threshold)
-    if s.low > up:
-        return "slower"
-    if s.high < down:
-        return "faster"
-    if down <= s.low and s.high <= up:
-        return "same"
-    return "uncertain"
-
-
-# ---- pairing rows of two runs -------------------------------------------------------------------
-
-@dataclass
-class Side:
-    """One kernel in one run (or in several recorded runs); a shape recurring under several layer
-    names is one kernel, measured once and copied into each layer's row."""
-    layers: list[str]
-    samples: np.ndarray
-    process_medians: np.ndarray  # one per measuring process (of every run pooled)
-    median_s: float
-    check: str
-    error: str
-    run_spread: Spread | None = None  # pooled over every kernel of its run(s)
-    count_medians: np.ndarray = field(default_factory=lambda: np.array([]))  # instruction clock:
-    # the median instructions per call of each process
-
-    @property
-    def instructions(self) -> float:
-        return float(np.median(self.count_medians)) if self.count_medians.size else math.nan
-
-
-def sides(records: pd.DataFrame) -> dict[tuple, Side]:
-    """Rows grouped by kernel (results.KERNEL_KEY). Distinct measurements of one kernel (several
-    runs from the history, or older runs that measured a shape once per layer) are pooled, each
-    process of each keeping its own identity; copies of one measurement count once."""
-    out = {}
-    for key, group in records.groupby(list(results.KERNEL_KEY), sort=False, dropna=False):
-        unique, medians, counts = {}, [], {}
-        for row in group.itertuples(index=False):
-            procs = getattr(row, "samples_process", None)
-            values = tuple(row.samples_s) if row.samples_s is not None else ()
-            if values and values not in unique:
-                unique[values] = _processes(procs, len(values))
-                medians += list(samples.process_medians(values, unique[values]))
-            instructions = getattr(row, "samples_instructions", None)
-            instructions = tuple(instructions) if _listlike(instructions) else ()
-            if instructions and instructions not in counts:  # copies of one measurement count once
-                counts[instructions] = samples.process_medians(
-                    instructions, _processes(procs, len(instructions)))
-        pooled = np.concatenate([np.asarray(v, float) for v in unique]) if unique else np.array([])
-        checks = [str(c) for c in group["check"].fillna("")]
-        out[key] = Side(list(dict.fromkeys(map(str, group["layer"]))), pooled, np.asarray(medians),
-                        float(np.median(pooled)) if pooled.size else math.nan,
-                        _worst_check(checks), next((str(e) for e in group["error"] if e), ""),
-                        count_medians=np.concatenate([*counts.values()]) if counts else np.array([]))
-    run = pooled_spread(spread(side.process_medians) for side in out.values())
-    for side in out.values():
-        side.run_spread = run
-    return out
-
-
-def _processes(procs, n: int) -> np.ndarray:
-    return np.asarray(procs) if _listlike(procs) and len(procs) == n else np.zeros(n, int)
-
-
-def _listlike(value) -> bool:
-    return value is not None and not isinstance(value, (float, str)) and hasattr(value, "__len__")
-
-
-def _worst_check(checks: list[str]) -> str:
-    for verdict in ("failed", "", "untrusted"):
-        if verdict in checks:
-            return verdict
-    return "passed"
-
-
-# ---- the comparison -----------------------------------------------------------------------------
 
 @dataclass
 class Row:
@@ -264,6 +58,7 @@ class Row:
     clock: str = "host"
     base_instructions: float = math.nan  # instruction clock: median instructions per call
     new_instructions: float = math.nan
+    units: str = ""  # what the interval treated as independent: samples, processes, invocations
 
     @property
     def regression(self) -> bool:
@@ -281,11 +76,17 @@ class Comparison:
     threshold: float
     rows: list[Row]
     warnings: list[str] = field(default_factory=list)
-    count_threshold: float = COUNT_THRESHOLD
+    count_threshold: float = stats.COUNT_THRESHOLD
+    base_runs: int = 1  # invocations in the baseline
 
     @property
     def regressions(self) -> list[Row]:
         return [r for r in self.rows if r.regression]
+
+    @property
+    def missing(self) -> list[Row]:
+        """Kernels BASE measured that NEW did not: a gate cannot pass on them."""
+        return [r for r in self.rows if r.verdict == "missing"]
 
     def counts(self) -> dict[str, int]:
         counts: dict[str, int] = {}
@@ -298,17 +99,8 @@ def _ran(check: str) -> bool:
     return check in ("passed", "untrusted")
 
 
-def count_verdict(ratio: float, threshold: float) -> str:
-    """Instruction counts: a plain threshold on new / base (no interval: see the docstring)."""
-    if ratio > 1 + threshold:
-        return "slower"
-    if ratio < 1 / (1 + threshold):
-        return "faster"
-    return "same"
-
-
 def compare_sides(key: tuple, base: Side | None, new: Side | None, threshold: float,
-                  count_threshold: float = COUNT_THRESHOLD) -> Row:
+                  count_threshold: float = stats.COUNT_THRESHOLD) -> Row:
     spec_id, backend, target, variant, cache, clock = key
     layer = ", ".join((new or base).layers[:3]) + (" ..." if len((new or base).layers) > 3 else "")
     row = Row(layer, spec_id, backend, target, "", variant=variant, cache=cache, clock=clock)
@@ -320,61 +112,74 @@ def compare_sides(key: tuple, base: Side | None, new: Side | None, threshold: fl
     row.base_median_s, row.new_median_s = base.median_s, new.median_s
     row.base_n, row.new_n = base.samples.size, new.samples.size
     row.base_instructions, row.new_instructions = base.instructions, new.instructions
-    counted = base.count_medians.size and new.count_medians.size
-    if counted:
-        row.base_n, row.new_n = base.count_medians.size, new.count_medians.size  # processes
     if _ran(base.check) and not _ran(new.check):
         row.verdict = "failed"
         row.note = f"check {base.check} -> {new.check or 'not run'}" + (f": {new.error}" if new.error else "")
     elif not _ran(base.check):
         row.verdict = "fixed" if _ran(new.check) else "not timed"
         row.note = f"check {base.check or 'not run'} -> {new.check or 'not run'}"
-    elif counted:
-        row.ratio = new.instructions / base.instructions
-        row.verdict = count_verdict(row.ratio, count_threshold)
-        row.note = _count_note(base, new, count_threshold)
+    elif base.count_medians.size and new.count_medians.size:
+        _counted(row, base, new, count_threshold)
     elif min(base.samples.size, new.samples.size) < 2:
         row.verdict, row.note = "uncertain", "fewer than 2 samples"
     else:
-        s = combined_shift(base, new)
-        row.ratio, row.ci_low, row.ci_high, row.p_value = s.ratio, s.low, s.high, s.p_value
-        row.verdict = timing_verdict(s, threshold)
-        if s.units == "samples":
-            row.note = "one process per side: between-process spread not in the interval"
+        _timed(row, base, new, threshold)
     return row
 
 
-def _count_note(base: Side, new: Side, threshold: float) -> str:
-    """Say so when a side's counts vary between its processes by more than half the threshold:
-    then the floor the threshold was chosen above does not hold for this kernel."""
+def _timed(row: Row, base: Side, new: Side, threshold: float) -> None:
+    s = stats.hull(stats.shift(base.samples, new.samples),
+                   stats.process_shift(base.process_logs, new.process_logs, base.run_spread,
+                                       new.run_spread),
+                   stats.invocation_shift(base.invocation_logs, new.invocation_logs,
+                                          base.invocation_spread))
+    row.ratio, row.ci_low, row.ci_high, row.p_value = s.ratio, s.low, s.high, s.p_value
+    row.verdict, row.units = stats.timing_verdict(s, threshold), s.units
+    if s.units == "samples":
+        row.note = "one process per side: between-process spread not in the interval"
+
+
+def _counted(row: Row, base: Side, new: Side, threshold: float) -> None:
+    """Instruction counts: a plain threshold on the ratio of median counts; a note when a side's
+    counts vary between its processes by more than half the threshold (the floor the threshold
+    was chosen above does not hold for this kernel)."""
+    row.base_n, row.new_n = base.count_medians.size, new.count_medians.size  # processes
+    row.ratio = new.instructions / base.instructions
+    row.verdict = stats.count_verdict(row.ratio, threshold)
     worst = max((s.count_medians.max() / s.count_medians.min() - 1) for s in (base, new))
     if worst > threshold / 2:
-        return (f"counts vary by {worst:.1%} between processes of one run: above the noise "
-                "floor this threshold assumes")
-    return ""
+        row.note = (f"counts vary by {worst:.1%} between processes of one run: above the noise "
+                    "floor this threshold assumes")
 
 
 def compare_records(base: pd.DataFrame, new: pd.DataFrame, threshold: float,
                     base_name: str = "BASE", new_name: str = "NEW",
-                    count_threshold: float = COUNT_THRESHOLD) -> Comparison:
+                    count_threshold: float = stats.COUNT_THRESHOLD) -> Comparison:
+    """Rows of BASE (one run, or several told apart by results.INVOCATION) against NEW's."""
     b, n = sides(base), sides(new)
     if not set(b) & set(n):
-        clocks = [sorted({str(k[-1]) for k in side}) for side in (b, n)]
-        if clocks[0] == clocks[1] and {k[:3] for k in b} & {k[:3] for k in n}:
-            raise UserError(
-                f"{base_name} and {new_name} have no kernel in common: the same shapes and "
-                f"backends, but other variants ({base_name}: {_variants(b)}; {new_name}: "
-                f"{_variants(n)}), which are other kernels (a blocked layout is never paired "
-                "with NCHW in and out)")
-        why = (f" (BASE measured with clock {', '.join(clocks[0])}, NEW with "
-               f"{', '.join(clocks[1])}: a count never pairs with a time)" if clocks[0] != clocks[1]
-               else "")
-        raise UserError(f"{base_name} and {new_name} have no kernel (spec id, backend, target) in "
-                        f"common: not runs of the same suite and backends{why}")
+        raise _nothing_in_common(b, n, base_name, new_name)
     rows = [compare_sides(k, b.get(k), n.get(k), threshold, count_threshold)
             for k in dict.fromkeys([*b, *n])]
     _name_other_variants(rows, b, n)
-    return Comparison(base_name, new_name, threshold, rows, count_threshold=count_threshold)
+    runs = base[results.INVOCATION].nunique() if results.INVOCATION in base else 1
+    return Comparison(base_name, new_name, threshold, rows, count_threshold=count_threshold,
+                      base_runs=int(runs))
+
+
+def _nothing_in_common(b: dict, n: dict, base_name: str, new_name: str) -> UserError:
+    clocks = [sorted({str(k[-1]) for k in side}) for side in (b, n)]
+    if clocks[0] == clocks[1] and {k[:3] for k in b} & {k[:3] for k in n}:
+        return UserError(
+            f"{base_name} and {new_name} have no kernel in common: the same shapes and "
+            f"backends, but other variants ({base_name}: {_variants(b)}; {new_name}: "
+            f"{_variants(n)}), which are other kernels (a blocked layout is never paired "
+            "with NCHW in and out)")
+    why = (f" (BASE measured with clock {', '.join(clocks[0])}, NEW with "
+           f"{', '.join(clocks[1])}: a count never pairs with a time)" if clocks[0] != clocks[1]
+           else "")
+    return UserError(f"{base_name} and {new_name} have no kernel (spec id, backend, target) in "
+                     f"common: not runs of the same suite and backends{why}")
 
 
 def _variants(sides_: dict) -> str:
@@ -410,8 +215,9 @@ def env_differences(base: dict, new: dict) -> list[str]:
         else:
             diffs.append(f"{k} {_short(base.get(k))} -> {_short(new.get(k))}")
     bv, nv = base.get("versions") or {}, new.get("versions") or {}
-    diffs += [f"{lib} {bv.get(lib, 'absent')} -> {nv.get(lib, 'absent')}"
-              for lib in dict.fromkeys([*bv, *nv]) if bv.get(lib) != nv.get(lib)]
+    if isinstance(bv, dict) and isinstance(nv, dict):
+        diffs += [f"{lib} {bv.get(lib, 'absent')} -> {nv.get(lib, 'absent')}"
+                  for lib in dict.fromkeys([*bv, *nv]) if bv.get(lib) != nv.get(lib)]
     return diffs
 
 
@@ -421,12 +227,10 @@ def _short(value) -> str:
 
 def busy_notes(meta: dict, name: str) -> list[str]:
     load, cores = meta.get("load_average"), meta.get("cores")
-    if load and cores and load > 0.5 * cores:
+    if isinstance(load, (int, float)) and isinstance(cores, int) and load > 0.5 * cores:
         return [f"{name} was measured on a busy machine (load average {load:.1f} on {cores} cores)"]
     return []
 
-
-# ---- loading and output -------------------------------------------------------------------------
 
 def parse_threshold(text: str, option: str = "--threshold") -> float:
     """A percentage, with or without the sign: '5%' and '5' -> 0.05."""
@@ -439,6 +243,8 @@ def parse_threshold(text: str, option: str = "--threshold") -> float:
     return value
 
 
+# ---- loading ------------------------------------------------------------------------------------
+
 def load_run(directory: Path) -> results.Run:
     run = results.load_run(directory)
     if "samples_s" not in run.records.columns:
@@ -446,81 +252,67 @@ def load_run(directory: Path) -> results.Run:
     return run
 
 
-def compare_runs(base_dir: Path, new_dir: Path, threshold: float,
-                 count_threshold: float = COUNT_THRESHOLD) -> Comparison:
-    base, new = load_run(base_dir), load_run(new_dir)
-    result = compare_records(base.records, new.records, threshold, str(base_dir), str(new_dir),
-                             count_threshold)
-    diffs = env_differences(base.meta, new.meta)
+def baseline_dirs(given: list[Path]) -> list[Path]:
+    """Run directories of a baseline: each given run, or the runs inside a folder of them."""
+    dirs = []
+    for path in map(Path, given):
+        inner = sorted(p.parent for p in path.glob("*/" + results.META)) \
+            if path.is_dir() and not (path / results.META).exists() else []
+        dirs += inner or [path]
+    return dirs
+
+
+def compare_runs(base_dirs, new_dir: Path, threshold: float,
+                 count_threshold: float = stats.COUNT_THRESHOLD) -> Comparison:
+    """NEW against a baseline of one or several runs (each an invocation)."""
+    base_dirs = baseline_dirs(base_dirs if isinstance(base_dirs, (list, tuple)) else [base_dirs])
+    bases, new = [load_run(d) for d in base_dirs], load_run(new_dir)
+    _refuse_self_comparison(bases, new)
+    records = pd.concat([b.records.assign(**{results.INVOCATION: i}) for i, b in enumerate(bases)],
+                        ignore_index=True)
+    name = str(base_dirs[0]) if len(bases) == 1 else f"{len(bases)} runs ({base_dirs[0]}, ...)"
+    result = compare_records(records, new.records, threshold, name, str(new_dir), count_threshold)
+    diffs = env_differences(bases[0].meta, new.meta)
     if diffs:
         result.warnings.append("environments differ, timings may not be comparable: " + "; ".join(diffs))
-    result.warnings += busy_notes(base.meta, "BASE") + busy_notes(new.meta, "NEW")
-    result.warnings += base.warnings + new.warnings
+    for other in bases[1:]:
+        if other.meta.get("fingerprint") != bases[0].meta.get("fingerprint"):
+            result.warnings.append(f"the baseline's runs differ in environment: {other.dir} "
+                                   f"has another fingerprint than {bases[0].dir}")
+    result.warnings += [w for b in bases for w in busy_notes(b.meta, f"BASE {b.dir}")]
+    result.warnings += busy_notes(new.meta, "NEW")
+    result.warnings += [w for b in bases for w in b.warnings] + new.warnings
     return result
 
 
-def changed(result: Comparison) -> list[Row]:
-    return [r for r in result.rows if r.verdict != "same"]
+def _refuse_self_comparison(bases: list[results.Run], new: results.Run) -> None:
+    """A run compared with itself always passes: a gate given the same path twice (a CI variable
+    unset, a copy of the baseline) would say nothing while looking green."""
+    uid = history.run_uid(new.meta, new.records)
+    for base in bases:
+        same = base.dir.resolve() == new.dir.resolve()
+        if same or history.run_uid(base.meta, base.records) == uid:
+            how = "the same run directory" if same else "the same run (identical records)"
+            raise UserError(f"BASE {base.dir} and NEW {new.dir} are {how}: comparing a run with "
+                            "itself says nothing; give a baseline and a new run")
+    dirs = [b.dir.resolve() for b in bases]
+    if len(set(dirs)) < len(dirs):
+        raise UserError("a baseline run is given twice: each run counts as one invocation")
 
 
-def _pct(ratio: float) -> str:
-    return "-" if math.isnan(ratio) else f"{(ratio - 1) * 100:+.1f} %"
-
-
-def _ci(r: Row) -> str:
-    return "-" if math.isnan(r.ci_low) else f"{_pct(r.ci_low)} .. {_pct(r.ci_high)}"
-
-
-def summary_line(result: Comparison) -> str:
-    counts = ", ".join(f"{n} {v}" for v, n in sorted(result.counts().items()))
-    head = (f"{len(result.regressions)} regression(s)" if result.regressions else "no regression")
-    timed = any(not r.counted for r in result.rows)
-    rules = [f"threshold {result.threshold:.0%}, {CONFIDENCE:.0%} interval"] if timed else []
-    if any(r.counted for r in result.rows):
-        rules.append(f"instruction counts: threshold {result.count_threshold:.1%} on the ratio")
-    return f"{head}: {len(result.rows)} kernels, {counts} ({'; '.join(rules)})"
-
-
-COLUMNS = ("verdict", "layer", "backend", "base", "new", "change", "80 % interval", "note")
-
-
-def cells(r: Row) -> list[str]:
-    from pwbench.units import format_seconds
-
-    if r.counted:  # instructions per call; no interval (a plain threshold)
-        return [r.verdict, r.layer, r.backend, _instructions(r.base_instructions),
-                _instructions(r.new_instructions), _pct(r.ratio), "-", r.note]
-    return [r.verdict, r.layer, r.backend, format_seconds(r.base_median_s),
-            format_seconds(r.new_median_s), _pct(r.ratio), _ci(r), r.note]
-
-
-def _instructions(value: float) -> str:
-    return "-" if math.isnan(value) else f"{value:,.0f} instr"
-
-
-def to_markdown(result: Comparison) -> str:
-    lines = [f"**pwbench compare** `{result.base}` -> `{result.new}`: {summary_line(result)}", ""]
-    lines += [f"> warning: {w}" for w in result.warnings]
-    rows = changed(result)
-    if rows:
-        lines += ["", "| " + " | ".join(COLUMNS) + " |", "|" + " --- |" * len(COLUMNS)]
-        lines += ["| " + " | ".join(c.replace("|", "\\|") for c in cells(r)) + " |" for r in rows]
-    return "\n".join(lines) + "\n"
-
-
-def to_json(result: Comparison) -> str:
-    data = {"base": result.base, "new": result.new, "threshold": result.threshold,
-            "count_threshold": result.count_threshold,
-            "confidence": CONFIDENCE, "regressions": len(result.regressions),
-            "counts": result.counts(), "warnings": result.warnings,
-            "rows": [asdict(r) | {"regression": r.regression} for r in result.rows]}
-    return json.dumps(_no_nan(data), indent=2)
-
-
-def _no_nan(value):
-    """NaN (a kernel not timed) as JSON null, which every JSON reader accepts."""
-    if isinstance(value, dict):
-        return {k: _no_nan(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_no_nan(v) for v in value]
-    return None if isinstance(value, float) and math.isnan(value) else value
+def compare_with_history(conn, new_dir: Path, threshold: float, last: int, db_name: str,
+                         count_threshold: float = stats.COUNT_THRESHOLD) -> Comparison:
+    """NEW against the `last` recorded runs of its fingerprint, each an invocation."""
+    new = load_run(Path(new_dir))
+    fingerprint = new.meta.get("fingerprint")
+    if not fingerprint:
+        raise UserError(f"{new_dir}: meta.json has no fingerprint; cannot find comparable history")
+    ids, meta, records = history.baseline(conn, fingerprint, history.run_uid(new.meta, new.records),
+                                          last)
+    name = f"history ({len(ids)} run(s) of {fingerprint} in {db_name})"
+    result = compare_records(records, new.records, threshold, name, str(new_dir), count_threshold)
+    diffs = env_differences(meta, new.meta)
+    if diffs:  # same fingerprint, so only the hostname or Python can differ
+        result.warnings.append("environments differ: " + "; ".join(diffs))
+    result.warnings += busy_notes(new.meta, "NEW") + new.warnings
+    return result

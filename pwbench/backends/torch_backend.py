@@ -26,7 +26,8 @@ from pwbench.measure.clocks import CudaEventClock, host_clock
 from pwbench.workloads.blocks import Block
 from pwbench.workloads.spec import ConvSpec
 
-_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16,
+           "float64": torch.float64}  # an ONNX model of doubles makes float64 layers
 SEARCH_CALLS = 3  # untimed calls when made: cudnn.benchmark's search, workspace, lazy init
 INEXACT_KERNELS = ("winograd", "fft")  # cuDNN kernel names that show an inexact algorithm
 PROFILER_TRIES = 3

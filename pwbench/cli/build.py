@@ -7,7 +7,7 @@ import re
 import time
 from pathlib import Path
 
-from pwbench.cli.options import add_workload
+from pwbench.cli.options import add_workload, given_path
 
 
 def add(sub):
@@ -19,8 +19,8 @@ def add(sub):
     build.add_argument("--backend", default="tvm",
                        help="tvm (DLight schedules, default) or tvm-tuned (schedules from "
                             "--tuning-dir); comma-separated for both")
-    build.add_argument("--output", type=Path, required=True, metavar="DIR", help="bundle directory")
-    build.add_argument("--tuning-dir", type=Path, metavar="DIR",
+    build.add_argument("--output", type=given_path, required=True, metavar="DIR", help="bundle directory")
+    build.add_argument("--tuning-dir", type=given_path, metavar="DIR",
                        help="tvm-tuned: the tuning database (tuned on the GPU the bundle is for)")
     return build
 
@@ -66,6 +66,7 @@ def main(args) -> int:
 
 def _build_all(layers, made, out: Path):
     """Every distinct shape with every backend; a kernel that fails is recorded and skipped."""
+    from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from pwbench.cli.console import console
@@ -86,7 +87,8 @@ def _build_all(layers, made, out: Path):
                     built = backend.build(spec)
                 except Exception as exc:  # one kernel that fails to build must not lose the rest
                     kernels.append(Kernel(spec.id, name, error=describe_error(exc)))
-                    console.print(f"[red]{spec.label} [{name}]:[/] {kernels[-1].error}", markup=True)
+                    console.print(f"[red]{escape(f'{spec.label} [{name}]')}:[/] "
+                                  f"{escape(kernels[-1].error)}", markup=True)
                 else:
                     for one in built if isinstance(built, list) else [built]:
                         texts[len(kernels)] = one.details

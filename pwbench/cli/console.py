@@ -31,12 +31,13 @@ class RunProgress:
 
     def run(self, plan):
         from pwbench.pipeline import runner
+        from pwbench.targets import peaks
 
         for warning in plan.warnings:
             warn(warning)
         runner.ensure_peaks(plan, lambda: console.print(
             f"measuring the peak FLOP/s and memory bandwidth of {plan.target.where} (a few seconds, "
-            "once: cached)"))
+            f"{peaks.cache_note()})"))
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                    TimeElapsedColumn())
         with Progress(*columns, console=console, transient=False) as self.bar:
@@ -86,7 +87,7 @@ def summary(rows: list[dict]) -> None:
         roof = r.get("pct_of_roof", math.nan)
         name = " ".join(x for x in (r["backend"], r.get("variant") or "",
                                     r.get("layout", "") if layouts else "") if x)
-        table.add_row(r["layer"], r["kind"], name, format_seconds(r["median_s"]),
+        table.add_row(escape(r["layer"]), escape(r["kind"]), escape(name), format_seconds(r["median_s"]),
                       format_seconds(r["iqr_s"]), _processes(r), gflops,
                       "-" if math.isnan(roof) else f"{roof:.0f} %",
                       f"[{CHECK_STYLE[r['check']]}]{check}[/]")
@@ -120,7 +121,8 @@ def count_summary(rows: list[dict]) -> None:
         values = r.get("samples_instructions")
         spread = (f"{100 * (max(values) - min(values)) / r['instructions']:.2f} %"
                   if values is not None and len(values) and r["instructions"] else "-")
-        table.add_row(r["layer"], r["kind"], r["backend"], _count(r.get("instructions")), spread,
+        table.add_row(escape(r["layer"]), escape(r["kind"]), escape(r["backend"]),
+                      _count(r.get("instructions")), spread,
                       _count(r.get("l1_misses")), _count(r.get("ll_misses")),
                       _count(r.get("estimated_cycles")), _num(r.get("instructions_per_flop"), "{:.2f}"),
                       f"[{CHECK_STYLE[r['check']]}]{check}[/]")
@@ -179,7 +181,7 @@ def resources_summary(frame, title: str) -> None:
         if _num(r.get("dynamic_shared_bytes")) not in ("-", "0"):
             smem += f"+{_num(r['dynamic_shared_bytes'])} dyn"
         local = sum(v for v in (r.get("stack_bytes"), r.get("local_bytes")) if _real(v))
-        cells = [escape(r["layer"]), *([str(r.get("layout") or "-")] if layouts else []), r["backend"] + (f" {r['variant']}" if r.get("variant") else ""),
+        cells = [r["layer"], *([str(r.get("layout") or "-")] if layouts else []), r["backend"] + (f" {r['variant']}" if r.get("variant") else ""),
                  *([str(r.get("kernel") or "-")] if several else []),
                  str(r.get("dlight_rule") or "-") + _tensor_cores(r),
                  str(r.get("grid") or "-"), str(r.get("block") or "-"), _num(r.get("registers")),
@@ -187,7 +189,7 @@ def resources_summary(frame, title: str) -> None:
                  f"{local:.0f}", _num(r.get("blocks_per_sm")), _num(r.get("occupancy"), "{:.2f}"),
                  str(r.get("limited_by") or "-"), _num(r.get("build_s"), "{:.2f}"),
                  _num(r.get("nvcc_s"), "{:.2f}")]
-        table.add_row(*cells)
+        table.add_row(*map(escape, cells))
     # a log or CI has no width to fit: print the table whole rather than folded or cut
     (console if console.is_terminal else Console(width=1000)).print(table)
     for r in frame.to_dict("records"):

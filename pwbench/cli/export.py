@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+
+from pwbench.cli.options import given_path
 
 
 def add(sub):
     exp = sub.add_parser("export", help="a run in another tool's format (pytest-benchmark JSON)")
-    exp.add_argument("run", type=Path, metavar="RUN_DIR")
+    exp.add_argument("run", type=given_path, metavar="RUN_DIR")
     exp.add_argument("--format", choices=("pytest-benchmark",), default="pytest-benchmark")
-    exp.add_argument("--output", type=Path, metavar="FILE",
+    exp.add_argument("--output", type=given_path, metavar="FILE",
                      help="where to write (default: RUN_DIR/pytest-benchmark.json)")
     return exp
 

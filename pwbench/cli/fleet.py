@@ -14,7 +14,8 @@ import argparse
 import time
 from pathlib import Path
 
-from pwbench.cli.options import positive_float, positive_int
+from pwbench.cli import signals
+from pwbench.cli.options import given_path, nonnegative_int, port_number, positive_float
 
 
 def add(sub):
@@ -24,11 +25,11 @@ def add(sub):
     fl.add_argument("--rpc-tracker", metavar="HOST:PORT",
                     help="the tracker to list (default: the local fleet's, else 127.0.0.1:9190)")
     fl.add_argument("--stop", action="store_true", help="local: stop the running local fleet")
-    fl.add_argument("--port", type=positive_int, default=9190, help="local: tracker port (default 9190)")
-    fl.add_argument("--x86", type=int, default=1, metavar="N", help="local: x86 boards (default 1)")
-    fl.add_argument("--aarch64", type=int, default=1, metavar="N",
+    fl.add_argument("--port", type=port_number, default=9190, help="local: tracker port (default 9190)")
+    fl.add_argument("--x86", type=nonnegative_int, default=1, metavar="N", help="local: x86 boards (default 1)")
+    fl.add_argument("--aarch64", type=nonnegative_int, default=1, metavar="N",
                     help="local: emulated aarch64 boards under qemu (default 1; 0 for none)")
-    fl.add_argument("--aarch64-runtime", type=Path, metavar="DIR",
+    fl.add_argument("--aarch64-runtime", type=given_path, metavar="DIR",
                     help="local: the aarch64 Python + TVM made by scripts/setup_aarch64_runtime.sh "
                          "(default: $PWBENCH_AARCH64_RUNTIME, else <cache>/aarch64-runtime)")
     fl.add_argument("--qemu-cpu", metavar="CPU", help="local: the CPU qemu emulates (default max: "
@@ -37,12 +38,17 @@ def add(sub):
                     help="local: every process ends after this long, whatever happens (default 240)")
     fl.add_argument("--background", action="store_true",
                     help="local: return once the boards are registered (stop with --stop)")
-    fl.add_argument("--state-file", type=Path, help=argparse.SUPPRESS)  # tests: a fleet of their own
+    fl.add_argument("--state-file", type=given_path, help=argparse.SUPPRESS)  # tests: a fleet of their own
     return fl
 
 
 def main(args) -> int:
     if args.what == "local":
+        if args.x86 + args.aarch64 == 0 and not args.stop:
+            from pwbench.errors import UserError
+
+            raise UserError("--x86 0 --aarch64 0 would start a tracker with no board: give at "
+                            "least one")
         return _local(args)
     return _list(args)
 
@@ -61,6 +67,7 @@ def tracker_address(given: str | None, state_file: Path | None = None) -> tuple[
 
 
 def _list(args) -> int:
+    from rich.markup import escape
     from rich.table import Table
 
     from pwbench.cli.console import console
@@ -76,7 +83,7 @@ def _list(args) -> int:
     for col in ("key", "boards", "free", "busy", "waiting requests"):
         table.add_column(col, justify="left" if col == "key" else "right")
     for key, c in keys.items():
-        table.add_row(key, str(c["total"]), str(c["free"]), str(c["busy"]), str(c["pending"]))
+        table.add_row(escape(key), str(c["total"]), str(c["free"]), str(c["busy"]), str(c["pending"]))
     console.print(table)
     if not keys:
         console.print("no board is registered with this tracker")
@@ -135,10 +142,10 @@ def _local(args) -> int:
         console.print("the local fleet stopped (--stop, or its --minutes passed)")
         fleet.stop()
         return 0
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:
         stopped = fleet.stop()
         console.print(f"stopped the local fleet: {', '.join(stopped)}")
-        return 130
+        return signals.exit_status(stop)
     except BaseException:
         fleet.stop()
         raise

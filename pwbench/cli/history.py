@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 import math
-from pathlib import Path
+import sys
 
-from pwbench.cli.options import add_db
+from pwbench.cli.options import add_db, given_path
 from pwbench.errors import UserError
 
 
@@ -21,7 +21,7 @@ def add(sub):
     add_db(hist)
     hist_sub = hist.add_subparsers(dest="history_command", parser_class=Parser)
     hist_add = hist_sub.add_parser("add", help="record run directories in the history database")
-    hist_add.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR")
+    hist_add.add_argument("runs", nargs="+", type=given_path, metavar="RUN_DIR")
     add_db(hist_add, argparse.SUPPRESS)  # `history --db X add` and `history add --db X`
     return hist
 
@@ -32,7 +32,7 @@ def main(args) -> int:
     if args.history_command == "add":
         conn = history.connect(args.db)
         for run in args.runs:
-            run_id, added = history.add(conn, run)
+            run_id, added = history.add(conn, run, warn=_warn)
             print(f"{run}: {'recorded as' if added else 'already recorded as'} run {run_id}")
         return 0
     conn = history.connect(args.db, create=False)
@@ -51,7 +51,12 @@ def main(args) -> int:
     return 0
 
 
+def _warn(text: str) -> None:
+    print(f"pwbench: warning: {text}", file=sys.stderr)
+
+
 def print_table(frame, title: str) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
     from pwbench.cli.console import console
@@ -61,7 +66,7 @@ def print_table(frame, title: str) -> None:
     for col in frame.columns:
         table.add_column(col, justify="right" if frame[col].dtype.kind in "if" else "left")
     for rec in frame.itertuples(index=False):
-        table.add_row(*[_cell(col, value) for col, value in zip(frame.columns, rec)])
+        table.add_row(*[escape(_cell(col, value)) for col, value in zip(frame.columns, rec)])
     console.print(table)
 
 

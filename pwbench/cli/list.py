@@ -24,11 +24,13 @@ def main(args) -> int:
 
 
 def _suites():
+    from rich.markup import escape
+
     from pwbench.workloads import suites
 
     for name in suites.builtin_suites():
         s = suites.load(name)
-        yield name, str(len(s.layers)), f"{s.gflops:.2f}", s.description
+        yield escape(name), str(len(s.layers)), f"{s.gflops:.2f}", escape(s.description)
 
 
 def _backends():

@@ -2,10 +2,43 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 from pathlib import Path
 
 from pwbench.argtypes import names, positive_float, positive_int  # noqa: F401 (shared)
+
+
+def port_number(text: str) -> int:
+    value = positive_int(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"expected a port number (1-65535), got {text!r}")
+    return value
+
+
+def nonempty(text: str) -> str:
+    """A name that must be given in full: an empty --suite ran the default suite without a word."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("expected a name, got an empty one")
+    return text
+
+
+def nonnegative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected 0 or a positive integer, got {text!r}")
+    return value
+
+
+def given_path(text: str) -> Path:
+    """A file or directory named on the command line; '' would be the current folder (an
+    --output '' wrote a run into it), never what was meant."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("expected a path, got an empty name")
+    return Path(text)
 
 
 TRIALS = 64  # the default trials per layer (pwbench run's first look uses fewer)
@@ -14,10 +47,14 @@ TRIALS = 64  # the default trials per layer (pwbench run's first look uses fewer
 def add_workload(parser, targets: str, threads: str) -> None:
     """What to run and where: shared by run and tune."""
     parser.add_argument("--target", default="cpu", help=f"{targets} (default: cpu)")
-    parser.add_argument("--suite", default="default", help="a builtin suite name or a .toml path")
-    parser.add_argument("--filter", help="pandas query over layer columns, e.g. \"kind == 'depthwise'\"")
+    parser.add_argument("--suite", default="default", type=nonempty,
+                        help="a builtin suite name or a .toml path")
+    parser.add_argument("--filter", metavar="CONDITION",
+                        help="which layers: a condition over their columns, e.g. \"kind == "
+                             "'depthwise' and stride == 2\" (parsed, never run as code)")
     parser.add_argument("--batch", type=positive_int, help="override every layer's batch size")
     parser.add_argument("--layout", choices=("NCHW", "NHWC", "NCHW,NHWC"),
+                        metavar="NCHW|NHWC|NCHW,NHWC",  # argparse would show {NCHW,NHWC,NCHW,NHWC}
                         help="override every layer's layout; NCHW,NHWC: each layer in both")
     parser.add_argument("--dtype", choices=("float32", "float16", "bfloat16"),
                         help="override every layer's dtype")
@@ -34,7 +71,7 @@ def add_tuning(parser) -> None:
                         help=f"tvm-tuned: MetaSchedule trials per layer (default {TRIALS})")
     parser.add_argument("--tune-minutes", type=positive_float, metavar="M",
                         help="tvm-tuned: stop tuning after M minutes for the whole suite")
-    parser.add_argument("--tuning-dir", type=Path, metavar="DIR",
+    parser.add_argument("--tuning-dir", type=given_path, metavar="DIR",
                         help="tuning database root, or one database (default: <cache dir>/tuning)")
     parser.add_argument("--space", type=names, default=("structured",), metavar="S[,S]",
                         help="tvm-tuned design space(s): structured (default), default "
@@ -45,7 +82,7 @@ def add_tuning(parser) -> None:
 
 
 def add_db(parser, default=None) -> None:
-    parser.add_argument("--db", type=Path, default=default, metavar="PATH",
+    parser.add_argument("--db", type=given_path, default=default, metavar="PATH",
                         help="history database (default: $PWBENCH_HISTORY, else results/history.sqlite)")
 
 

@@ -28,7 +28,8 @@ def main(args) -> int:
     from pwbench.targets import peaks
 
     result = peaks.for_run(target, args.threads, refresh=args.refresh,
-                           on_measure=lambda: console.console.print("measuring (a few seconds) ..."))
+                           on_measure=lambda: console.console.print(
+                               f"measuring (a few seconds, {peaks.cache_note()}) ..."))
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))
     else:

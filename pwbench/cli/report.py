@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+
+from pwbench.cli.options import given_path
 
 
 def add(sub):
     rep = sub.add_parser("report", help="tables, roofline and comparison figures as one index.html")
-    rep.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR", help="one or more run directories")
-    rep.add_argument("--out", type=Path, help="output directory (default: RUN_DIR/report for one run, "
+    rep.add_argument("runs", nargs="+", type=given_path, metavar="RUN_DIR", help="one or more run directories")
+    rep.add_argument("--out", type=given_path, help="output directory (default: RUN_DIR/report for one run, "
                                               "results/report_<time> for several)")
-    rep.add_argument("--peaks", type=Path, metavar="FILE", help="replace every run's peaks (TOML/JSON)")
-    rep.add_argument("--baseline", default="torch", help="backend speedups are relative to (default: torch)")
-    rep.add_argument("--machines", type=Path, metavar="FILE",
+    rep.add_argument("--peaks", type=given_path, metavar="FILE", help="replace every run's peaks (TOML/JSON)")
+    rep.add_argument("--baseline", help="the backend speedups are relative to (default: torch "
+                                        "where a run measured it, else its first backend)")
+    rep.add_argument("--machines", type=given_path, metavar="FILE",
                      help="TOML with price_per_hour and watts per machine ([[machine]] match = ...)")
     rep.add_argument("--price", action="append", default=[], metavar="MATCH=USD_PER_HOUR",
                      help="price of a machine (a run label, hostname or run directory name)")

@@ -10,9 +10,11 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from pwbench.cli import EXIT_INTERRUPTED
 from pwbench.backends.tuning_options import TuningOptions
-from pwbench.cli.options import add_db, add_rpc, add_workload, positive_float, positive_int, rpc_endpoint
+from pwbench.cli import signals
+from pwbench.cli.options import (add_db, add_rpc, add_workload, given_path, positive_float,
+                                 positive_int, rpc_endpoint)
+from pwbench.errors import UserError
 
 # `pwbench run` without --suite: what its defaults are (see the module docstring and README)
 FIRST_LOOK = {"backend": "torch,torch-frozen,onnxruntime,tvm-tuned", "processes": 2, "warmup_ms": 20.0,
@@ -33,9 +35,9 @@ def add(sub):
     run.set_defaults(suite=None, threads=None)
     run.add_argument("--backend", help="comma-separated backends (default: torch, and the backends "
                                        f"of --kernels; without --suite: {FIRST_LOOK['backend']})")
-    run.add_argument("--kernels", type=Path, metavar="DIR",
+    run.add_argument("--kernels", type=given_path, metavar="DIR",
                      help="run a kernel bundle made by 'pwbench build' (its layers and kernels)")
-    run.add_argument("--output", type=Path, help="run directory (default: results/<time>_<suite>_<target>)")
+    run.add_argument("--output", type=given_path, help="run directory (default: results/<time>_<suite>_<target>)")
     run.add_argument("--warmup-ms", type=positive_float,
                      help="warm-up per kernel and process (default 50; without --suite 20)")
     run.add_argument("--sample-ms", type=positive_float,
@@ -57,7 +59,7 @@ def add(sub):
     run.add_argument("--cuda-graphs", action="store_true",
                      help="--target cuda: replay each timed block of calls from a CUDA graph "
                           "(no host dispatch between kernels; clock cuda-graph)")
-    run.add_argument("--peaks", type=Path, metavar="FILE",
+    run.add_argument("--peaks", type=given_path, metavar="FILE",
                      help="peak FLOP/s and bytes/s from a TOML/JSON file instead of measured ones")
     run.add_argument("--report", action="store_true", help="write RUN_DIR/report/index.html at the end")
     run.add_argument("--record", action="store_true", help="add the run to the history database (--db)")
@@ -83,18 +85,21 @@ def main(args) -> int:
         return _fleet(args)
     from pwbench.cli import console
 
+    config = config_of(args)
+    history_db = _history(args)  # a bad --db fails now, not after everything was measured
     try:
-        writer = run_suite(config_of(args), first_look=settings(args)[1])
-    except KeyboardInterrupt:
-        print("pwbench: interrupted; every finished measurement is kept in the run directory",
-              file=sys.stderr)
-        return EXIT_INTERRUPTED
+        writer = run_suite(config, first_look=settings(args)[1])
+    except KeyboardInterrupt as stop:  # Ctrl-C, SIGTERM, SIGHUP (cli/signals.py)
+        kept = (f"; every finished measurement is kept in {config.output}"
+                if config.output and config.output.exists() else "")
+        print(f"pwbench: {signals.what(stop)}{kept}", file=sys.stderr)
+        return signals.exit_status(stop)
     console.speedups(writer.rows)
     print(f"results: {writer.dir}")
-    if args.record:
+    if history_db is not None:
         from pwbench.store import history
 
-        run_id, _ = history.add(history.connect(args.db), writer.dir)
+        run_id, _ = history.add(history_db, writer.dir)
         print(f"recorded in {args.db or history.default_path()} as run {run_id}")
     if args.report:
         from pwbench import report
@@ -135,6 +140,15 @@ def _exit_status(failed: int) -> int:
     return 1 if failed else 0
 
 
+def _history(args):
+    """The history database --record will add the run to, opened (and checked) before the run."""
+    if not args.record:
+        return None
+    from pwbench.store import history
+
+    return history.connect(args.db)
+
+
 def config_of(args, **override):
     """The RunConfig of `pwbench run`'s arguments (fields in `override` replace them)."""
     from pwbench.measure import timing
@@ -142,7 +156,10 @@ def config_of(args, **override):
     from pwbench.workloads import suites
 
     chosen, _ = settings(args)
-    names = tuple(b.strip() for b in chosen["backend"].split(",") if b.strip())
+    names = tuple(dict.fromkeys(b.strip() for b in chosen["backend"].split(",") if b.strip()))
+    if not names:
+        raise UserError(f"--backend {chosen['backend']!r} names no backend (see 'pwbench list "
+                        "backends')")
     fields = dict(
         suite=args.suite or suites.DEFAULT_SUITE, target=args.target, kernels=args.kernels,
         backends=None if args.kernels and not args.backend else names, dtype=args.dtype,
@@ -180,9 +197,9 @@ def _fleet(args) -> int:
             problems.append(f"key {key}: {exc}")
             console.warn(f"key {key}: {exc}")
             continue
-        except KeyboardInterrupt:
-            print("pwbench: interrupted; every finished run is kept", file=sys.stderr)
-            return EXIT_INTERRUPTED
+        except KeyboardInterrupt as stop:
+            print(f"pwbench: {signals.what(stop)}; every finished run is kept", file=sys.stderr)
+            return signals.exit_status(stop)
         failed += _failed(writer.rows)
         done.append(writer.dir)
     if not done:

@@ -4,10 +4,12 @@ a model's conv layers (workloads/onnx_convs.py, workloads/suite_file.py), which 
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
-from pwbench.cli.options import positive_int
+from pwbench.cli.options import given_path, positive_int
+from pwbench.errors import UserError
 
 
 def add(sub):
@@ -17,7 +19,7 @@ def add(sub):
     how = suite.add_subparsers(dest="source", required=True, parser_class=Parser)
     onnx = how.add_parser("from-onnx", help="every Conv of an ONNX model, shapes from ONNX shape "
                                             "inference")
-    onnx.add_argument("model", type=Path, help="an .onnx file")
+    onnx.add_argument("model", type=given_path, help="an .onnx file")
     onnx.add_argument("--dim", action="append", default=[], metavar="NAME=VALUE",
                       help="a value for a symbolic input dim other than the batch, e.g. H=224")
     tv = how.add_parser("from-torchvision", help="a torchvision classification model "
@@ -28,14 +30,18 @@ def add(sub):
     for parser in (onnx, tv):
         parser.add_argument("--batch", type=positive_int,
                             help="the value of a symbolic batch dim (default 1)")
-        parser.add_argument("--output", type=Path, metavar="FILE",
-                            help="where to write the suite (default: stdout)")
+        parser.add_argument("--output", type=given_path, metavar="FILE",
+                            help="where to write the suite (default: stdout); never over an "
+                                 "existing file without --force")
+        parser.add_argument("--force", action="store_true", help="replace --output if it exists")
     return suite
 
 
 def main(args) -> int:
     from pwbench.workloads import onnx_convs, suite_file
 
+    if args.output is not None and os.path.lexists(args.output) and not args.force:
+        raise UserError(f"{args.output} exists: give --force to replace it, or another --output")
     if args.source == "from-onnx":
         dims = _dims(args.dim)
         model = onnx_convs.load(args.model)
@@ -66,8 +72,6 @@ def main(args) -> int:
 
 
 def _dims(given: list[str]) -> dict:
-    from pwbench.errors import UserError
-
     dims = {}
     for item in given:
         name, _, value = item.partition("=")
@@ -78,8 +82,6 @@ def _dims(given: list[str]) -> dict:
 
 
 def _require_convs(found, source: str) -> None:
-    from pwbench.errors import UserError
-
     if found.convs:
         return
     if not found.skipped:
@@ -90,8 +92,6 @@ def _require_convs(found, source: str) -> None:
 
 
 def _write(path: Path, text: str) -> None:
-    from pwbench.errors import UserError
-
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)

@@ -58,7 +58,7 @@ import shutil
 import statistics
 import subprocess
 import sys
-import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -77,7 +77,11 @@ DEFAULT_PROCESSES = 1  # counts differ by < 0.1 % between processes; each one st
 # A torch op's count moves with the heap its process built first: 0.13 % at most over 10 repeats
 # of one command (scripts/instruction_study.py), 0.5 % over random hash seeds, and 0.96 % and
 # 1.18 % for a depthwise conv between two invocations whose workers differed only in the length
-# of the run directory's name (tests/test_instructions.py, in CI-like runs of this machine)
+# of the run directory's name (tests/test_instructions.py, in CI-like runs of this machine). The
+# workers' paths no longer depend on the run directory (pwbench/scratch.py), yet on a loaded VM
+# (2026-12-07) repeats of one command, same output name, still moved a torch depthwise conv by
+# 0.25-0.55 % (its calls by +-1.5 % within one process) and a pointwise one by 0.1 %: what moves
+# it is not the path. TVM kernels count the same on every call and invocation.
 NOISE_FLOOR = 0.015
 ESTIMATED_CYCLES = ("Ir + 10 x (I1mr + D1mr + D1mw) + 100 x (ILmr + DLmr + DLmw): KCachegrind's "
                     "Cycle Estimation (libcore/globalconfig.cpp), cache simulation only")
@@ -252,7 +256,8 @@ class ValgrindProcess:
 
     def __init__(self, valgrind: Valgrind, work_dir: Path, code: str, fd: int, index: int = 0):
         work_dir.mkdir(parents=True, exist_ok=True)
-        stem = work_dir / f"callgrind.{os.getpid()}.{time.monotonic_ns()}"
+        # a name of fixed length: the worker holds it (OUT_ENV), and its heap follows every length
+        stem = work_dir / f"callgrind.{uuid.uuid4().hex}"
         self.out, self.log = Path(f"{stem}.out"), Path(f"{stem}.log")
         self.command = [*valgrind.command(self.out, self.log), sys.executable, "-c", code, str(fd)]
         self.fd, self.index, self.popen = fd, index, None

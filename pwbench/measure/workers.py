@@ -21,6 +21,7 @@ not decode) kills the process with SIGILL: an error row with valgrind's reason.
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing
 import os
 import pickle
@@ -36,6 +37,7 @@ from pwbench.measure.clocks import InstructionClock, graphed
 from pwbench.measure import instructions, timing, verify
 from pwbench.workloads.spec import ConvSpec
 
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 STARTUP_TIMEOUT_S = 300.0  # importing torch and TVM under a loaded machine can take a minute
 STOPPED = "worker process stopped"  # an outcome's error that ends its process (a poisoned device)
 
@@ -183,7 +185,7 @@ def serve_inherited(fd: int) -> None:
 
 def _serve(conn, env: dict, target, settings: Settings, started: float | None = None) -> None:
     """The worker: set up the process as the target wants it, then make, check and time each job."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    _leave_stopping_to_parent()
     os.environ.update(env)
     target.prepare_process(settings.threads)
     counter = instructions.Counter(settings.valgrind) if settings.valgrind else None
@@ -205,6 +207,20 @@ def _serve(conn, env: dict, target, settings: Settings, started: float | None = 
         if problem:
             break
     conn.send(("done",))
+
+
+def _leave_stopping_to_parent() -> None:
+    """Ctrl-C, SIGTERM and SIGHUP reach the whole process group: the parent handles them (it
+    marks the run interrupted and kills its workers), so a worker dying first must not turn its
+    kernel into an error row. Should the parent die without that (SIGKILL), Linux kills the
+    worker with it (PR_SET_PDEATHSIG), so a hung kernel is never left running."""
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, signal.SIG_IGN)
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        except (OSError, AttributeError):
+            pass
 
 
 def _measure_one(job: Job, settings: Settings, target,

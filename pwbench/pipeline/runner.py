@@ -15,12 +15,11 @@ from __future__ import annotations
 
 import math
 import os
-import shutil
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
 
-from pwbench import backends, env, samples, targets
+from pwbench import backends, env, samples, scratch, targets
 from pwbench.analysis import roofline
 from pwbench.backends.base import Built, NoEvents, Options, Unsupported
 from pwbench.errors import UserError
@@ -33,6 +32,7 @@ from pwbench.workloads.spec import ConvSpec
 
 DEFAULT_PROCESSES = 3  # the fewest false alarms in A/A runs on a 2-core VM: README, Regression tracking
 KERNEL_TIMEOUT_S = 600.0  # a worker silent this long on one kernel is killed: an error row
+MAX_THREADS = 256  # or 16 per core: thread pools beyond that fail (torch's GEMM segfaulted)
 CLOCKS = ("time", "instructions")  # time: the clock each kernel brings (host, cuda-events)
 
 
@@ -92,15 +92,12 @@ class Plan:
     peaks: peaks.Peaks | None = None  # roofs for roofline_s / pct_of_roof
     warnings: list[str] = field(default_factory=list)
     valgrind: instructions.Valgrind | None = None  # the instruction clock's, else None
+    work_dir: Path | None = None  # the run's scratch (pwbench/scratch.py), made by execute
 
     @property
     def shapes(self) -> list[ConvSpec]:
         """The distinct shapes: a shape recurring under another name is measured once."""
         return list({s.id: s for s in self.specs}.values())
-
-    @property
-    def work_dir(self) -> Path:
-        return self.output / ".work"
 
 
 def plan(config: RunConfig, events=Quiet()) -> Plan:
@@ -147,21 +144,31 @@ def plan(config: RunConfig, events=Quiet()) -> Plan:
                                 f"'pwbench build --backend {name}'")
     targets.require_runnable(target)
     output = config.output or results.default_dir(suite.name, target.name)
-    options = Options(threads=config.threads, work_dir=output / ".work", clock=config.clock,
+    work_dir = scratch.new()  # not under output: see pwbench/scratch.py
+    options = Options(threads=config.threads, work_dir=work_dir, clock=config.clock,
                       extra=config.backend_options)
     # e.g. open a tuning database, or check a kernel bundle: a bad one fails here, once
     made = {name: (backends.from_bundle(kit, name, target, options, events) if name in from_kit
                    else classes[name](target, options, events))
             for name in names if name in from_kit or name in classes}
     given = peaks.load_file(config.peaks_file) if config.peaks_file else None
-    cores = target.facts().get("cores") or os.cpu_count() or 1
+    warnings += _hardware_warnings(config, target)
+    return Plan(config, suite, specs, target, made, output, given, warnings, valgrind, work_dir)
+
+
+def _hardware_warnings(config: RunConfig, target) -> list[str]:
+    """More threads than cores, an emulated board; far more threads than cores is refused."""
+    warnings, cores = [], target.facts().get("cores") or os.cpu_count() or 1
+    if config.threads > max(MAX_THREADS, 16 * cores):  # OpenMP's pool segfaulted at 100,000
+        raise UserError(f"--threads {config.threads} is far more than {target.where}'s {cores} "
+                        f"cores (at most {max(MAX_THREADS, 16 * cores)}): give --threads {cores}")
     if config.threads > cores:
         warnings.append(f"--threads {config.threads} is more than {target.where}'s {cores} "
                         "cores: threads will share cores and times will be noisy")
     if target.emulated:
         warnings.append(f"target {target.name} is emulated: its times say nothing of real "
                         "hardware (rows are marked emulated); only its numerics count")
-    return Plan(config, suite, specs, target, made, output, given, warnings, valgrind)
+    return warnings
 
 
 def _clock_defaults(config: RunConfig) -> RunConfig:
@@ -249,11 +256,15 @@ def execute(p: Plan, watch: Watcher = Quiet()) -> results.RunWriter:
     """Build, then measure every (shape, backend); lines are on disk as soon as measured."""
     ensure_peaks(p)
     writer = results.RunWriter(p.output, metadata(p))
+    scratch.claim(p.work_dir)
     try:
         jobs, lines = _build_all(p, writer, watch)
         _measure_all(p, jobs, lines, writer, watch)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # Ctrl-C, SIGTERM, SIGHUP (cli/signals.py)
         _finish(p, writer, "interrupted")
+        raise
+    except BaseException as exc:  # e.g. the disk under the run directory is full
+        _abandon(p, writer, exc)
         raise
     _finish(p, writer)
     return writer
@@ -261,7 +272,17 @@ def execute(p: Plan, watch: Watcher = Quiet()) -> results.RunWriter:
 
 def _finish(p: Plan, writer: results.RunWriter, status: str = "complete") -> None:
     writer.finish(status, decorate=lambda row: row | _roof(row, p))
-    shutil.rmtree(p.work_dir, ignore_errors=True)
+    scratch.remove(p.work_dir)
+
+
+def _abandon(p: Plan, writer: results.RunWriter, exc: BaseException) -> None:
+    """A run stopped by an error: marked failed with what it measured, as far as the disk lets."""
+    try:
+        writer.meta["error"] = str(exc) or type(exc).__name__
+        _finish(p, writer, "failed")
+    except Exception:  # noqa: BLE001 - records.jsonl already holds every measured line
+        pass
+    scratch.remove(p.work_dir)
 
 
 def _roof(row: dict, p: Plan) -> dict:

@@ -33,10 +33,13 @@ class Built:
     warnings: list[str]
 
 
-def build(run_dirs, out=None, peaks_file=None, baseline: str = "torch",
+def build(run_dirs, out=None, peaks_file=None, baseline: str | None = None,
           costs: costs.Costs | None = None, show=None) -> Built:
-    """`show`, when given, receives each table as a rich renderable (the CLI prints them)."""
+    """`show`, when given, receives each table as a rich renderable (the CLI prints them).
+    `baseline`: a backend (or backend and variant) some run measured; None: torch where there."""
     loaded = runs.load(run_dirs, peaks_file)
+    _check_baseline(baseline, loaded)
+    baseline = baseline or "torch"
     groups = selection.by_suite(loaded)
     prices = costs or globals()["costs"].Costs({})
     prices.check_used(loaded)
@@ -67,6 +70,13 @@ def _default_out(loaded) -> Path:
         return loaded[0].dir / "report"
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     return Path("results") / f"report_{stamp}"
+
+
+def _check_baseline(baseline: str | None, loaded: list) -> None:
+    measured = list(dict.fromkeys(b for r in loaded for b in r.backends))
+    if baseline is not None and baseline not in measured:
+        raise UserError(f"--baseline {baseline!r}: no run measured it; choose one of "
+                        f"{', '.join(measured)}")
 
 
 def _prepare(out: Path) -> Path:

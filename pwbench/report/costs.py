@@ -10,10 +10,10 @@ From a TOML file (`--machines FILE`) and/or flags (`--price MATCH=USD`, `--watts
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
+from pwbench import files
 from pwbench.errors import UserError
 
 FIELDS = ("price_per_hour", "watts")
@@ -53,12 +53,7 @@ def parse(machines_file=None, prices=(), watts=()) -> Costs:
 
 
 def _read_file(path: Path) -> dict:
-    try:
-        data = tomllib.loads(path.read_text())
-    except OSError as exc:
-        raise UserError(f"cannot read machines file {path}: {exc.strerror or exc}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise UserError(f"{path}: malformed TOML: {exc}") from None
+    data = files.parse_toml(files.read_text(path, "machines file"), path)
     machines = data.get("machine")
     if not isinstance(machines, list) or set(data) != {"machine"}:
         raise UserError(f"{path}: expected [[machine]] tables with match, price_per_hour, watts")

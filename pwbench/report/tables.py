@@ -239,6 +239,7 @@ def standalone_page(title: str, body: str) -> str:
 
 
 def rich_table(table: pd.DataFrame, title: str):
+    from rich.markup import escape
     from rich.table import Table
 
     out = Table(title=title, title_justify="left")
@@ -246,5 +247,5 @@ def rich_table(table: pd.DataFrame, title: str):
         out.add_column(column, justify="right" if right else "left", overflow="fold")
     for row in table.itertuples(index=False):
         style = "bold" if str(row[0]).startswith(TOTAL) else None
-        out.add_row(*map(str, row), style=style)
+        out.add_row(*(escape(str(v)) for v in row), style=style)  # layer names: the user's
     return out

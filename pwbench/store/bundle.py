@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -123,13 +123,10 @@ def read(directory) -> Bundle:
     """A bundle directory, validated; anything wrong with it is one line."""
     directory = Path(directory)
     path = directory / MANIFEST
-    if not path.is_file():
+    if not os.path.lexists(path):
         raise UserError(f"{directory} is not a kernel bundle (no {MANIFEST}); make one with "
                         "'pwbench build'")
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise UserError(f"{path} is unreadable: {str(exc)[:200]}") from None
+    data = files.parse_json(files.read_text(path, "kernel bundle manifest"), path)
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise UserError(f"{path} is not a pwbench kernel bundle manifest")
     if data.get("format_version", 0) > FORMAT_VERSION:

@@ -51,9 +51,12 @@ def default_path() -> Path:
 
 def connect(path: Path | None = None, create: bool = True) -> sqlite3.Connection:
     path = Path(path or default_path())
-    if not path.exists() and not create:
+    if not os.path.lexists(path) and not create:
         raise UserError(f"no history database at {path}; record runs with 'pwbench history add RUN_DIR' "
                         "or 'pwbench run --record' (or choose one with --db)")
+    if os.path.lexists(path) and not path.is_file():  # /dev/null, a directory, a FIFO
+        raise UserError(f"{path} is not a file: give --db the path of a history database (it is "
+                        "made if it does not exist)")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(path)
@@ -69,9 +72,13 @@ def connect(path: Path | None = None, create: bool = True) -> sqlite3.Connection
         conn.close()
         raise UserError(f"{path} is an SQLite database but not a pwbench history; choose another --db")
     if version == 0:
-        with conn:
-            conn.executescript(SCHEMA)
-            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        try:
+            with conn:
+                conn.executescript(SCHEMA)
+                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        except sqlite3.Error as exc:
+            conn.close()
+            raise UserError(f"cannot make a history database at {path}: {exc}") from None
     return conn
 
 
@@ -80,13 +87,24 @@ def run_uid(meta: dict, records: pd.DataFrame) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
-def add(conn: sqlite3.Connection, run_dir: Path) -> tuple[int, bool]:
-    """Record a run directory; returns (run id, False when it was already recorded)."""
+def add(conn: sqlite3.Connection, run_dir: Path, warn=lambda text: None) -> tuple[int, bool]:
+    """Record a run directory; returns (run id, False when it was already recorded). What is
+    wrong with the run (killed, interrupted, a line cut short) is passed to `warn`: it is
+    recorded all the same, with what it measured."""
     run = results.load_run(Path(run_dir))
+    for warning in run.warnings:
+        warn(warning)
     uid = run_uid(run.meta, run.records)
     known = conn.execute("SELECT id FROM runs WHERE uid = ?", (uid,)).fetchone()
     if known:
         return known[0], False
+    try:
+        return _insert(conn, run, run_dir, uid), True
+    except sqlite3.Error as exc:  # read-only, full, locked by another writer
+        raise UserError(f"cannot record {run_dir} in the history database: {exc}") from None
+
+
+def _insert(conn: sqlite3.Connection, run: results.Run, run_dir: Path, uid: str) -> int:
     m = run.meta
     now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     with conn:
@@ -100,7 +118,7 @@ def add(conn: sqlite3.Connection, run_dir: Path) -> tuple[int, bool]:
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             [(cur.lastrowid, r["layer"], r["spec_id"], r["backend"], r["target"],
               _real(r["median_s"]), r["check"], _row_json(r)) for r in _plain_rows(run.records)])
-    return cur.lastrowid, True
+    return cur.lastrowid
 
 
 def _plain_rows(records: pd.DataFrame) -> list[dict]:
@@ -153,9 +171,9 @@ def trend(conn: sqlite3.Connection, layer: str, backend: str | None = None,
 
 def baseline(conn: sqlite3.Connection, fingerprint: str, exclude_uid: str, last: int):
     """Records of the `last` recorded runs with this fingerprint (the new run itself excluded), as
-    one frame: compare pools their samples, so the spread between runs is inside the interval.
-    A kernel's failed rows are dropped while it has a timed one, so one old failure does not
-    mask a new one."""
+    one frame, each row's run id in results.INVOCATION: compare takes each run for an invocation,
+    so the spread between runs is inside the interval. A kernel's failed rows are dropped while
+    it has a timed one, so one old failure does not mask a new one."""
     ids = [r[0] for r in conn.execute(
         "SELECT id FROM runs WHERE fingerprint = ? AND uid != ? ORDER BY utc DESC, id DESC LIMIT ?",
         (fingerprint, exclude_uid, last))]
@@ -164,9 +182,10 @@ def baseline(conn: sqlite3.Connection, fingerprint: str, exclude_uid: str, last:
                         "threads, target and library versions); record a baseline first with "
                         "'pwbench history add RUN_DIR'")
     marks = ",".join("?" * len(ids))
-    rows = [json.loads(r[0]) for r in conn.execute(
-        f"SELECT row FROM records WHERE run_id IN ({marks}) ORDER BY run_id DESC", ids)]
-    frame = results.normalize(pd.DataFrame(rows))
+    rows = [json.loads(row) | {results.INVOCATION: run} for run, row in conn.execute(
+        f"SELECT run_id, row FROM records WHERE run_id IN ({marks}) ORDER BY run_id DESC", ids)]
+    where = Path(conn.execute("PRAGMA database_list").fetchone()[2] or "history")
+    frame = results.checked(where, pd.DataFrame(rows))
     timed = frame["check"].isin(["passed", "untrusted"])
     key = frame[list(results.KERNEL_KEY)].astype(str).agg("|".join, axis=1)
     keep = timed | ~key.isin(set(key[timed]))
@@ -174,22 +193,3 @@ def baseline(conn: sqlite3.Connection, fingerprint: str, exclude_uid: str, last:
         f"SELECT meta FROM runs WHERE id IN ({marks}) ORDER BY utc DESC, id DESC", ids)]
     return ids, metas[0], frame[keep].reset_index(drop=True)
 
-
-def compare_with_history(conn: sqlite3.Connection, new_dir: Path, threshold: float, last: int,
-                         db_name: str, count_threshold: float | None = None):
-    from pwbench.analysis import compare
-
-    new = compare.load_run(Path(new_dir))
-    fingerprint = new.meta.get("fingerprint")
-    if not fingerprint:
-        raise UserError(f"{new_dir}: meta.json has no fingerprint; cannot find comparable history")
-    ids, meta, records = baseline(conn, fingerprint, run_uid(new.meta, new.records), last)
-    name = f"history ({len(ids)} run(s) of {fingerprint} in {db_name})"
-    result = compare.compare_records(records, new.records, threshold, name, str(new_dir),
-                                     compare.COUNT_THRESHOLD if count_threshold is None
-                                     else count_threshold)
-    diffs = compare.env_differences(meta, new.meta)
-    if diffs:  # same fingerprint, so only the hostname or Python can differ
-        result.warnings.append("environments differ: " + "; ".join(diffs))
-    result.warnings += compare.busy_notes(new.meta, "NEW")
-    return result

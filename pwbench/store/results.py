@@ -19,6 +19,7 @@ import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from pwbench import files, samples
@@ -32,6 +33,7 @@ CURVES = "tuning_curves.csv"
 # precision choice a backend records) is part of it.
 KERNEL_KEY = ("spec_id", "backend", "target", "variant", "cache", "clock")
 DEFAULTS = {"variant": "", "cache": "hot", "clock": "host"}  # what schema-1 runs measured
+INVOCATION = "invocation"  # rows of several runs read as one baseline: which run (not on disk)
 REQUIRED = ("suite", "layer", "spec_id", "kind", "batch", "in_channels", "out_channels", "height",
             "width", "kernel_size", "stride", "groups", "dtype", "count", "flops", "bytes",
             "intensity", "backend", "target", "threads", "median_s", "check")
@@ -147,13 +149,17 @@ def _isnan(value) -> bool:
 class RunWriter:
     def __init__(self, directory: Path, meta: dict):
         self.dir = Path(directory)
-        if (self.dir / RECORDS).exists():
-            raise UserError(f"{self.dir} already holds a run; choose another --output")
+        taken = f"{self.dir} already holds a run; choose another --output"
+        if os.path.lexists(self.dir / RECORDS):
+            raise UserError(taken)
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
+            # "x": created here or refused, so two runs started at once never share the file
+            self._records = open(self.dir / RECORDS, "x", encoding="utf-8")
             self.meta = {"schema_version": SCHEMA_VERSION, "status": "running", **meta}
             self._write_meta()
-            self._records = open(self.dir / RECORDS, "a", encoding="utf-8")
+        except FileExistsError:
+            raise UserError(taken) from None
         except OSError as exc:
             raise UserError(f"cannot write results to {self.dir}: {exc.strerror or exc}; "
                             "choose another --output") from None
@@ -162,9 +168,18 @@ class RunWriter:
 
     def add(self, line: dict) -> None:
         self.lines.append(line)
-        self._records.write(json.dumps(line, allow_nan=True) + "\n")
-        self._records.flush()
-        os.fsync(self._records.fileno())
+        try:
+            self._records.write(json.dumps(line, allow_nan=True) + "\n")
+            self._records.flush()
+            os.fsync(self._records.fileno())
+        except OSError as exc:  # a full disk, a quota, a vanished mount
+            try:  # closed now, so that nothing tries to flush what is left of the line again
+                self._records.close()
+            except OSError:
+                pass
+            raise UserError(f"cannot write to {self.dir / RECORDS}: {exc.strerror or exc}; the "
+                            f"{len(self.lines) - 1} line(s) measured before are kept there "
+                            "(free space, or choose another --output)") from None
 
     def add_curve(self, rows: list[dict]) -> None:
         """Rows of tuning_curves.csv (a tuned kernel's best latency vs trial and seconds)."""
@@ -208,22 +223,39 @@ class Run:
 
 
 def load_run(directory) -> Run:
-    """A run directory, validated: finished, or cut short (interrupted, or killed while it was
-    running: then its per-process lines are pooled here and a warning says so)."""
+    """A run directory, validated: finished, or cut short (interrupted, stopped by an error, or
+    killed while it was running: then its per-process lines are pooled here). Warnings say so,
+    and name a records.jsonl line cut short and rows that meta.json counts but the records lack."""
     path = Path(directory)
     meta = _read_meta(path)
-    warnings = []
-    status = meta.get("status", "unknown")
-    if status != "complete":
-        what = ("was interrupted" if status == "interrupted" else
-                "was cut short (its process died before it finished: meta.json still says "
-                "'running')" if status == "running" else f"has status {status!r}")
-        warnings.append(f"{path} {what}: only the kernels it measured are there")
-    records = _checked(path, _read_records(path))
+    records, warnings = _read_records(path)
+    records = checked(path, records)
+    warnings = _status_warnings(path, meta) + warnings
+    counted = meta.get("rows")
+    if isinstance(counted, int) and not isinstance(counted, bool) and counted != len(records):
+        warnings.append(f"{path}: meta.json counts {counted} row(s), its records hold "
+                        f"{len(records)}: records were lost or changed after the run")
     return Run(path, meta, records, warnings)
 
 
-def _checked(path: Path, records: pd.DataFrame, required=REQUIRED, numeric=NUMERIC) -> pd.DataFrame:
+def _status_warnings(path: Path, meta: dict) -> list[str]:
+    status = meta.get("status", "unknown")
+    if status == "complete":
+        return []
+    what = {"interrupted": "was interrupted (Ctrl-C or SIGTERM)",
+            "running": "was cut short (its process was killed before it finished: meta.json "
+                       "still says 'running')",
+            "failed": f"stopped on an error ({meta.get('error', 'not recorded')})"}
+    return [f"{path} {what.get(status, f'has status {status!r}')}: only the kernels it measured "
+            "are there"]
+
+
+TEXT = ("layer", "spec_id", "backend", "target", "check", "error", *DEFAULTS)
+SAMPLE_LISTS = ("samples_s", "samples_process", *(f"samples_{c}" for c in samples.COUNT_COLUMNS))
+
+
+def checked(path: Path, records: pd.DataFrame, required=REQUIRED, numeric=NUMERIC) -> pd.DataFrame:
+    """Rows with the columns every reader needs, of the types it needs, or one UserError."""
     if records.empty:
         raise UserError(f"{path} holds no records (the run measured nothing)")
     missing = [c for c in required if c not in records.columns]
@@ -231,14 +263,49 @@ def _checked(path: Path, records: pd.DataFrame, required=REQUIRED, numeric=NUMER
         raise UserError(f"{path}: records lack column(s) {', '.join(missing)}; "
                         "not a pwbench run, or written by an incompatible version")
     records = normalize(records)
-    for column in numeric:
+    if "error" in records:
+        records["error"] = records["error"].fillna("")
+    for column in (c for c in numeric if c in records):
         values = pd.to_numeric(records[column], errors="coerce")
         bad = values.isna() & records[column].notna()
-        if bad.any():
-            raise UserError(f"{path}: record {int(bad.to_numpy().argmax()) + 1}: {column} is "
-                            f"not a number ({records[column][bad].iloc[0]!r})")
+        _refuse(path, records[column], bad, "not a number")
         records[column] = values
+    for column in (c for c in TEXT if c in records):
+        _refuse(path, records[column], ~records[column].map(_is_text), "not text")
+    for column in (c for c in SAMPLE_LISTS if c in records):
+        _refuse(path, records[column], ~records[column].map(_is_numbers), "not a list of numbers")
+    if "samples_s" in records:  # times: a log is taken of every one
+        _refuse(path, records["samples_s"], ~records["samples_s"].map(_are_times),
+                "not a list of positive, finite times")
     return records
+
+
+def _refuse(path: Path, column: pd.Series, bad: pd.Series, what: str) -> None:
+    if bad.any():
+        first = int(bad.to_numpy().argmax())
+        raise UserError(f"{path}: record {first + 1}: {column.name} is {what} "
+                        f"({str(column.iloc[first])[:80]!r})")
+
+
+def _is_text(value) -> bool:
+    return isinstance(value, str)
+
+
+def _is_numbers(value) -> bool:
+    """A list of real numbers (an array from parquet, a list from JSON), or nothing at all."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return True
+    if isinstance(value, np.ndarray):
+        return value.ndim == 1 and (value.size == 0 or value.dtype.kind in "iuf")
+    return isinstance(value, (list, tuple)) and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+
+
+def _are_times(value) -> bool:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return True
+    times = np.asarray(value, dtype=float)
+    return bool(np.all(np.isfinite(times) & (times > 0)))
 
 
 def normalize(records: pd.DataFrame) -> pd.DataFrame:
@@ -252,37 +319,55 @@ def normalize(records: pd.DataFrame) -> pd.DataFrame:
 
 def _read_meta(path: Path) -> dict:
     if not path.is_dir():
-        raise UserError(f"{path} {'is not a directory' if path.exists() else 'does not exist'}; "
-                        "expected a pwbench run directory")
-    if not (path / META).is_file():
+        raise UserError(f"{path} {'is not a directory' if os.path.lexists(path) else 'does not exist'}"
+                        "; expected a pwbench run directory")
+    if not os.path.lexists(path / META):
         raise UserError(f"{path} is not a pwbench run directory (no {META})")
-    try:
-        meta = json.loads((path / META).read_text())
-    except ValueError as exc:
-        raise UserError(f"{path / META} is not valid JSON: {exc}") from None
+    meta = files.parse_json(files.read_text(path / META, "run metadata"), path / META)
     if not isinstance(meta, dict):
         raise UserError(f"{path / META}: expected a JSON object, got {type(meta).__name__}")
-    if meta.get("schema_version", 0) > SCHEMA_VERSION:
-        raise UserError(f"{path} was written by a newer pwbench (schema {meta['schema_version']}); "
+    version = meta.get("schema_version", 0)
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise UserError(f"{path / META}: schema_version is not a number ({version!r})")
+    if version > SCHEMA_VERSION:
+        raise UserError(f"{path} was written by a newer pwbench (schema {version}); "
                         "upgrade pwbench to read it")
+    if not isinstance(meta.get("status", ""), str):
+        raise UserError(f"{path / META}: status is not text ({meta['status']!r})")
     return meta
 
 
-def _read_records(path: Path) -> pd.DataFrame:
+def _read_records(path: Path) -> tuple[pd.DataFrame, list[str]]:
+    """The tidy rows (records.parquet, else pooled from records.jsonl) and what was cut short."""
     if (path / TABLE).is_file():
         try:
-            return pd.read_parquet(path / TABLE)
+            return pd.read_parquet(path / TABLE), []
         except (ValueError, OSError) as exc:  # pyarrow's ArrowInvalid is a ValueError
             raise UserError(f"{path / TABLE}: unreadable: {str(exc)[:200]}") from None
-    lines = (path / RECORDS).read_text().splitlines() if (path / RECORDS).exists() else []
-    rows = []
+    if not os.path.lexists(path / RECORDS):
+        return pd.DataFrame(), []
+    text = files.read_text(path / RECORDS, "records file")
+    rows, warnings, lines = [], [], text.splitlines()
     for n, line in enumerate(lines, 1):
         try:
-            rows.append(json.loads(line))
-        except ValueError:  # only the last line may be cut short by a crash
-            if n < len(lines):
+            rows.append(_line(json.loads(line), path / RECORDS, n))
+        except (ValueError, RecursionError):
+            if n < len(lines) or text.endswith("\n"):  # only a crash cuts the last line short
                 raise UserError(f"{path / RECORDS}:{n}: malformed record") from None
-    if not (rows and all(isinstance(r, dict) and _LINE_KEYS <= set(r) for r in rows)):
-        return pd.DataFrame(rows)  # not lines of a pwbench run: validation says why
-    lines = _checked(path, pd.DataFrame(rows), [], [c for c in NUMERIC if c != "median_s"])
-    return pd.DataFrame(pool(lines.to_dict("records")))
+            warnings.append(f"{path / RECORDS}:{n} is cut short (the run's process died while "
+                            "writing it): that measurement is lost")
+    if not rows:
+        return pd.DataFrame(), warnings
+    numeric = [*(c for c in NUMERIC if c != "median_s"), "process", "number"]
+    lines = checked(path, pd.DataFrame(rows), [], numeric)
+    return pd.DataFrame(pool(lines.to_dict("records"))), warnings
+
+
+def _line(row, where: Path, n: int) -> dict:
+    """One line of records.jsonl: a JSON object with the keys pooling needs."""
+    if not isinstance(row, dict):
+        raise UserError(f"{where}:{n}: expected a JSON object, got {type(row).__name__}")
+    missing = sorted(_LINE_KEYS - set(row))
+    if missing:
+        raise UserError(f"{where}:{n}: not a pwbench record (no {', '.join(missing)})")
+    return row

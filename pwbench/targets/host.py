@@ -14,6 +14,7 @@ from pathlib import Path
 
 from pwbench.errors import UserError
 from pwbench.targets.base import Target
+from pwbench.targets.eviction import Evictor
 from pwbench.toolkits import parse_tvm_target
 
 # CPU features that decide which kernels a library or compiler can use
@@ -73,6 +74,20 @@ def last_level_cache_bytes() -> int:
     return total or 32 << 20
 
 
+def private_cache_bytes() -> int:
+    """One core's own data caches (L1d and L2 where the last level is shared), 2 MiB if unknown."""
+    sizes = {}
+    for index in Path("/sys/devices/system/cpu/cpu0/cache").glob("index[0-9]*"):
+        try:
+            if (index / "type").read_text().strip() == "Instruction":
+                continue
+            sizes[int((index / "level").read_text())] = _parse_size((index / "size").read_text().strip())
+        except (OSError, ValueError):
+            continue
+    private = [size for level, size in sizes.items() if level < max(sizes, default=0)]
+    return sum(private) or 2 << 20
+
+
 def _parse_size(text: str) -> int:
     scale = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(text[-1:].upper(), 1)
     return int(text.rstrip("KMGkmg")) * scale
@@ -97,7 +112,10 @@ class HostCPU(Target):
                  isa_cap: tuple | None = None):
         self.name, self.description, self.tvm_given = name, description, tvm_given
         self.isa_cap = isa_cap  # (TVM target, env): under the instruction clock only
-        self._evict_buffer = None
+        self._evictor = None  # made in the measuring process at its first eviction
+
+    def __getstate__(self):  # a target travels to worker processes; its evictor's threads do not
+        return self.__dict__ | {"_evictor": None}
 
     def counted(self) -> HostCPU:
         cap = COUNTED_ISA.get(platform.machine())
@@ -179,13 +197,11 @@ class HostCPU(Target):
         return 2 * last_level_cache_bytes()
 
     def evict(self) -> None:
-        """Stream a buffer of twice the last-level cache through every level (read and write),
-        which pushes the kernel's operands out of L1, L2 and L3."""
-        import numpy as np
-
-        if self._evict_buffer is None:
-            self._evict_buffer = np.zeros(self.eviction_bytes() // 4, np.float32)
-        np.add(self._evict_buffer, 1.0, out=self._evict_buffer)
+        """Stream buffers of twice the last-level cache in all through every level (read and
+        write), from every core the kernel's threads may use (targets/eviction.py)."""
+        if self._evictor is None:
+            self._evictor = Evictor(last_level_cache_bytes(), private_cache_bytes())
+        self._evictor()
 
 
 def _load_note() -> list[str]:

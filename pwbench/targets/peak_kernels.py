@@ -220,7 +220,7 @@ def _build_fma(vec_bytes: int) -> Path:
     flags = ["-O3", "-march=native", "-ffp-contract=fast", "-fopenmp", "-shared", "-fPIC",
              f"-DVEC_BYTES={vec_bytes}", f"-DCHAINS={FMA_CHAINS}"]
     key = hashlib.sha256(repr((FMA_SOURCE, flags, compiler, platform.node())).encode()).hexdigest()
-    library = env.cache_dir() / "fma" / f"fma-{key[:16]}.so"
+    library = env.writable_dir("fma") / f"fma-{key[:16]}.so"
     if library.exists():
         return library
     library.parent.mkdir(parents=True, exist_ok=True)

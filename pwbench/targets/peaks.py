@@ -9,8 +9,8 @@ import dataclasses
 import datetime
 import importlib.metadata
 import json
+import math
 import platform
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -57,7 +57,7 @@ class Peaks:
             raise UserError(f"{where}: peaks must be a table with flops_per_s and bytes_per_s")
         for key in ("flops_per_s", "bytes_per_s"):
             value = data.get(key)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
                 raise UserError(f"{where}: {key} must be a positive number (base units: FLOP/s, "
                                 f"bytes/s), got {value!r}")
         unknown = set(data) - {f.name for f in dataclasses.fields(cls)}
@@ -108,6 +108,12 @@ def _cache_path(target: Target, threads: int) -> Path:
     return env.cache_dir() / "peaks" / f"{host}-{fingerprint(target, threads)}.json"
 
 
+def cache_note() -> str:
+    """What becomes of peaks measured now: 'once: cached', or why every run measures them."""
+    problem = env.cache_problem()
+    return "once: cached" if problem is None else f"every run: not cached, {problem}"
+
+
 def load_cached(target: Target, threads: int) -> Peaks | None:
     path = _cache_path(target, threads)
     try:
@@ -128,14 +134,8 @@ def save_cached(peaks: Peaks, target: Target, threads: int) -> None:
 def load_file(path) -> Peaks:
     """User-supplied peaks (TOML or JSON): flops_per_s and bytes_per_s in base units."""
     path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise UserError(f"cannot read peaks file {path}: {exc.strerror or exc}") from None
-    try:
-        data = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
-    except (ValueError, tomllib.TOMLDecodeError) as exc:
-        raise UserError(f"{path}: malformed peaks file: {exc}") from None
+    text = files.read_text(path, "peaks file")
+    data = files.parse_json(text, path) if path.suffix == ".json" else files.parse_toml(text, path)
     if isinstance(data, dict):
         data = data.get("peaks", data)
     return dataclasses.replace(Peaks.from_dict(data, str(path)), source=f"file {path}")

@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pwbench import files
 from pwbench.errors import UserError
 from pwbench.workloads.spec import ConvSpec
 
@@ -49,10 +50,9 @@ def load(path) -> "onnx.ModelProto":  # noqa: F821
     from google.protobuf.message import DecodeError
 
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path} {'is not a file' if path.exists() else 'does not exist'}")
+    data = files.read_bytes(path, "ONNX model")
     try:
-        model = onnx.load(str(path), load_external_data=False)
+        model = onnx.load_from_string(data)
         onnx.checker.check_model(model)
     except DecodeError:
         raise UserError(f"{path} is not an ONNX model (it does not parse as an ONNX ModelProto: "

@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import itertools
+import math
+import os
 import re
-import tomllib
+import string
 from dataclasses import dataclass
 from pathlib import Path
 
+from pwbench import files
 from pwbench.errors import UserError
+from pwbench.workloads import layer_filter
 from pwbench.workloads.blocks import Block
 from pwbench.workloads.spec import ConvSpec, as_pair, pair_text
 
-SUITES_DIR = Path(__file__).resolve().parents[2] / "suites"
+MAX_LAYERS = 10_000  # a suite larger than this is a mistake (a sweep of 1,000 x 1,000 took minutes
+# to load and would take weeks to measure)
+SUITES_DIR = Path(__file__).resolve().parents[1] / "suites"  # pwbench/suites: in the wheel, or a link to suites/
 DEFAULT_SUITE = "default"
 
 _SPEC_FIELDS = {
@@ -43,17 +49,18 @@ def builtin_suites() -> list[str]:
 def resolve(name_or_path: str) -> Path:
     path = Path(name_or_path)
     builtin = SUITES_DIR / f"{name_or_path}.toml"
-    # a file given by path; a builtin name wins over a directory of that name (a run directory
-    # called `blocks` must not hide the builtin suite)
-    if path.suffix == ".toml" or path.is_file() or (path.exists() and not builtin.is_file()):
-        if not path.is_file():
-            raise UserError(f"suite file {path} does not exist")
+    # a file given by path; a builtin name wins over anything else of that name (a run directory
+    # called `blocks` must not hide the builtin suite); `load` says what is wrong with the rest
+    given = path.suffix == ".toml" or os.path.lexists(path)
+    if path.is_file() or (given and not builtin.is_file()):
         return path
     if not builtin.is_file():
-        raise UserError(
-            f"unknown suite {name_or_path!r}: choose one of {', '.join(builtin_suites())} "
-            "or give the path of a .toml suite file"
-        )
+        known = builtin_suites()
+        if not known:  # a package built without its data files
+            raise UserError(f"no builtin suites in {SUITES_DIR} (a broken installation of "
+                            "pwbench?): reinstall it, or give the path of a .toml suite file")
+        raise UserError(f"unknown suite {name_or_path!r}: choose one of {', '.join(known)} "
+                        "or give the path of a .toml suite file")
     return builtin
 
 
@@ -62,14 +69,13 @@ def load(name_or_path: str = DEFAULT_SUITE, **overrides) -> Suite:
     A layout may be a list (`layout = ["NCHW", "NHWC"]` in [suite], or the override "NCHW,NHWC"):
     every layer that does not set its own is then measured in each, one after the other."""
     path = resolve(name_or_path)
-    text = path.read_text()
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise UserError(f"{path}: malformed TOML: {exc}") from None
+    text = files.read_text(path, "suite file")
+    data = files.parse_toml(text, path)
     head = data.get("suite", {})
     if not isinstance(head, dict) or set(head) - _SUITE_DEFAULTS - {"description"}:
         raise UserError(f"{path}: [suite] may only set description, {', '.join(sorted(_SUITE_DEFAULTS))}")
+    if not isinstance(head.get("description", ""), str):
+        raise UserError(f"{path}: [suite] description must be text")
     defaults = {k: head[k] for k in _SUITE_DEFAULTS if k in head}
     overrides = {k: v for k, v in overrides.items() if v is not None}
     defaults.update(overrides)
@@ -85,7 +91,7 @@ def load(name_or_path: str = DEFAULT_SUITE, **overrides) -> Suite:
               "block": lambda e, d, o: _make_block(e, d, o)}
     for table, make in makers.items():
         lines = _header_lines(text, table)
-        for i, entry in enumerate(data.get(table, [])):
+        for i, entry in enumerate(_entries(data, table, path)):
             where = f"{path}:{lines[i] if i < len(lines) else '?'} ([[{table}]] #{i + 1})"
             own = "layout" in entry and not forced
             for layout in ([entry["layout"]] if own else layouts):
@@ -96,6 +102,8 @@ def load(name_or_path: str = DEFAULT_SUITE, **overrides) -> Suite:
                     raise UserError(f"{where}: {exc}") from None
     if not specs:
         raise UserError(f"{path}: no [[layer]], [[sweep]] or [[block]] entries")
+    if len(specs) > MAX_LAYERS:
+        raise UserError(f"{path}: {len(specs)} layers, more than the {MAX_LAYERS} a suite may hold")
     return Suite(path.stem, head.get("description", ""), path, tuple(specs))
 
 
@@ -112,12 +120,24 @@ def _header_lines(text: str, table: str) -> list[int]:
     return [n for n, line in enumerate(text.splitlines(), 1) if pattern.match(line)]
 
 
+def _entries(data: dict, table: str, path) -> list:
+    entries = data.get(table, [])
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        raise UserError(f"{path}: {table} must be written [[{table}]], one table per entry")
+    return entries
+
+
 def _expand_sweep(entry: dict) -> list[dict]:
     """Cartesian product over every list-valued field; a fixed pair inside a sweep is nested:
-    ``kernel_size = [[1, 7]]``."""
+    ``kernel_size = [[1, 7]]``. The name template may use fields by name, nothing else of them."""
     axes = {k: v for k, v in entry.items() if isinstance(v, list)}
     if not axes:
         raise UserError("a [[sweep]] needs at least one list-valued field to sweep over")
+    size = math.prod(len(v) for v in axes.values())
+    if size > MAX_LAYERS:  # counted before a single one is made
+        raise UserError(f"this sweep makes {size} layers, more than the {MAX_LAYERS} a suite may "
+                        "hold")
+    _check_template(entry.get("name", ""))
     out = []
     for values in itertools.product(*axes.values()):
         fields = {**entry, **dict(zip(axes, values))}
@@ -129,6 +149,20 @@ def _expand_sweep(entry: dict) -> list[dict]:
             raise UserError(f"bad name template {template!r}: {exc}") from None
         out.append(fields)
     return out
+
+
+def _check_template(template) -> None:
+    """`{field}` only: str.format would also reach attributes and items (`{size.__class__}`)."""
+    if not isinstance(template, str):
+        raise UserError(f"name must be text, got {template!r}")
+    try:
+        fields = [f for _, f, spec, _ in string.Formatter().parse(template) if f is not None]
+    except ValueError as exc:
+        raise UserError(f"bad name template {template!r}: {exc}") from None
+    bad = [f for f in fields if not f.isidentifier()]
+    if bad:
+        raise UserError(f"bad name template {template!r}: {{{bad[0]}}} is not a field name "
+                        "(write {in_channels}, {size}, ...)")
 
 
 def _merged(fields: dict, allowed: set, defaults: dict, overrides: dict, what: str = "") -> dict:
@@ -190,17 +224,6 @@ def _make_block(fields: dict, defaults: dict, overrides: dict) -> list:
 
 
 def select(specs, expr: str | None) -> list:
-    """Keep the layers for which a pandas query over their columns is true, e.g.
-    ``kind == 'depthwise' and stride == '2'`` (pairs are strings: '3', '1x7') or ``layer.str.contains('conv1')``."""
-    specs = list(specs)
-    if not expr:
-        return specs
-    import pandas as pd
-
-    frame = pd.DataFrame([s.describe() for s in specs])
-    try:
-        keep = frame.query(expr, engine="python").index
-    except Exception as exc:  # pandas raises many kinds for a bad expression
-        columns = ", ".join(frame.columns)
-        raise UserError(f"bad --filter {expr!r}: {exc}. Columns: {columns}") from None
-    return [specs[i] for i in keep]
+    """Keep the layers a --filter selects (workloads/layer_filter.py: parsed, never evaluated),
+    e.g. ``kind == 'depthwise' and stride == 2`` or ``layer.startswith('conv1')``."""
+    return layer_filter.select(specs, expr)
