@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import math
+from pathlib import Path
 
 
 def positive_int(text: str) -> int:
@@ -30,3 +31,11 @@ def positive_float(text: str) -> float:
 def names(text: str) -> tuple[str, ...]:
     """A comma-separated list, e.g. 'structured,default'."""
     return tuple(dict.fromkeys(t.strip() for t in text.split(",") if t.strip()))
+
+
+def given_path(text: str) -> Path:
+    """A file or directory named on the command line; '' would be the current folder (an
+    --output '' wrote a run into it), never what was meant."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("expected a path, got an empty name")
+    return Path(text)

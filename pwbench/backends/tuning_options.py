@@ -8,7 +8,7 @@ import argparse
 from dataclasses import dataclass
 from pathlib import Path
 
-from pwbench.argtypes import names, positive_float, positive_int
+from pwbench.argtypes import given_path, names, positive_float, positive_int
 
 SPACES = ("structured", "default")
 TUNING_MODES = ("suite", "layer")
@@ -41,7 +41,7 @@ class TuningOptions:
                            help=f"MetaSchedule trials per layer (default {TuningOptions.trials})")
         group.add_argument("--tune-minutes", type=positive_float, metavar="M",
                            help="stop tuning after M minutes for the whole suite")
-        group.add_argument("--tuning-dir", type=Path, metavar="DIR",
+        group.add_argument("--tuning-dir", type=given_path, metavar="DIR",
                            help="tuning database root, or one database (default: <cache dir>/tuning)")
         group.add_argument("--space", type=names, default=TuningOptions.spaces, metavar="S[,S]",
                            help="design space(s): structured (default), default (MetaSchedule's "

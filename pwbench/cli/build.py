@@ -146,7 +146,7 @@ def _report(kit, seconds) -> None:
 
     table = bundle.resource_table(kit)
     if table["registers"].notna().any():  # GPU kernels: what each one uses on an SM
-        console.resources_summary(table, f"kernel resources ({kit.built_for.get('arch', '')}, "
+        _resources(table, f"kernel resources ({kit.built_for.get('arch', '')}, "
                                          f"{kit.dir / bundle.RESOURCES})")
     built = [k for k in kit.kernels if not k.error]
     size = sum(f.stat().st_size for f in kit.dir.rglob("*") if f.is_file())
@@ -158,3 +158,51 @@ def _report(kit, seconds) -> None:
         f"{sum(per_kernel):.1f} s", highlight=False)
     console.console.print(f"run it where the target is: pwbench run --target {kit.meta['target']} "
                           f"--kernels {kit.dir}", highlight=False)
+
+
+def _resources(frame, title: str) -> None:
+    """A GPU bundle's kernel resource table (store/bundle.py's resource_table): one row per
+    device function; the device function's name only when some conv has several."""
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    from pwbench.cli import console
+
+    rows = [r for r in frame.to_dict("records") if not r.get("error")]
+    several = any(r.get("kernel") not in (None, "main_kernel") for r in rows)
+    layouts = len({r.get("layout") for r in rows}) > 1
+    table = Table(title=title, title_justify="left")
+    headers = ["layer", *(["layout"] if layouts else []), "backend", *(["kernel"] if several else []),
+               "rule", "grid", "block", "regs", "smem B", "spill st/ld B", "local B", "blocks/SM",
+               "occupancy", "limited by", "build s", "nvcc s"]
+    text = ("layer", "layout", "backend", "kernel", "rule", "grid", "block", "limited by")
+    for header in headers:
+        table.add_column(header, no_wrap=True, justify="left" if header in text else "right")
+    for r in rows:
+        cells = [r["layer"], *([str(r.get("layout") or "-")] if layouts else []),
+                 r["backend"] + (f" {r['variant']}" if r.get("variant") else ""),
+                 *([str(r.get("kernel") or "-")] if several else []), *_resource_cells(r)]
+        table.add_row(*map(escape, cells))
+    # a log or CI has no width to fit: print the table whole rather than folded or cut
+    (console.console if console.console.is_terminal else Console(width=1000)).print(table)
+    for r in frame.to_dict("records"):
+        if r.get("error"):
+            console.console.print(f"[red]{escape(r['layer'])} [{escape(r['backend'])}]:[/] "
+                                  f"{escape(r['error'])}")
+
+
+def _resource_cells(r: dict) -> list[str]:
+    from pwbench.cli.console import num, real
+
+    smem = num(r.get("shared_bytes"))
+    if num(r.get("dynamic_shared_bytes")) not in ("-", "0"):
+        smem += f"+{num(r['dynamic_shared_bytes'])} dyn"
+    local = sum(v for v in (r.get("stack_bytes"), r.get("local_bytes")) if real(v))
+    tensor_cores = " (tensor cores)" if r.get("tensor_cores") in (True,) else ""  # NaN: no GPU kernel
+    return [str(r.get("dlight_rule") or "-") + tensor_cores, str(r.get("grid") or "-"),
+            str(r.get("block") or "-"), num(r.get("registers")), smem,
+            f"{num(r.get('spill_store_bytes'))}/{num(r.get('spill_load_bytes'))}", f"{local:.0f}",
+            num(r.get("blocks_per_sm")), num(r.get("occupancy"), "{:.2f}"),
+            str(r.get("limited_by") or "-"), num(r.get("build_s"), "{:.2f}"),
+            num(r.get("nvcc_s"), "{:.2f}")]

@@ -124,7 +124,7 @@ def count_summary(rows: list[dict]) -> None:
         table.add_row(escape(r["layer"]), escape(r["kind"]), escape(r["backend"]),
                       _count(r.get("instructions")), spread,
                       _count(r.get("l1_misses")), _count(r.get("ll_misses")),
-                      _count(r.get("estimated_cycles")), _num(r.get("instructions_per_flop"), "{:.2f}"),
+                      _count(r.get("estimated_cycles")), num(r.get("instructions_per_flop"), "{:.2f}"),
                       f"[{CHECK_STYLE[r['check']]}]{check}[/]")
     console.print(table)
     _errors(rows)
@@ -133,7 +133,7 @@ def count_summary(rows: list[dict]) -> None:
 
 
 def _count(value) -> str:
-    return f"{value:,.0f}" if _real(value) else "-"
+    return f"{value:,.0f}" if real(value) else "-"
 
 
 def _processes(row: dict) -> str:
@@ -162,51 +162,12 @@ def _above_roof_note(rows: list[dict]) -> None:
                       "does not bound them")
 
 
-def resources_summary(frame, title: str) -> None:
-    """A kernel resource table (store/bundle.py's resource_table): one row per device function;
-    the device function's name only when some conv has several."""
-    rows = [r for r in frame.to_dict("records") if not r.get("error")]
-    several = any(r.get("kernel") not in (None, "main_kernel") for r in rows)
-    layouts = len({r.get("layout") for r in rows}) > 1
-    table = Table(title=title, title_justify="left")
-    headers = ["layer", *(["layout"] if layouts else []), "backend", *(["kernel"] if several else []), "rule", "grid", "block",
-               "regs", "smem B", "spill st/ld B", "local B", "blocks/SM", "occupancy",
-               "limited by", "build s", "nvcc s"]
-    for header in headers:
-        table.add_column(header, no_wrap=True, justify="left" if header in (
-            "layer", "layout", "backend", "kernel", "rule", "grid", "block", "limited by")
-            else "right")
-    for r in rows:
-        smem = _num(r.get("shared_bytes"))
-        if _num(r.get("dynamic_shared_bytes")) not in ("-", "0"):
-            smem += f"+{_num(r['dynamic_shared_bytes'])} dyn"
-        local = sum(v for v in (r.get("stack_bytes"), r.get("local_bytes")) if _real(v))
-        cells = [r["layer"], *([str(r.get("layout") or "-")] if layouts else []), r["backend"] + (f" {r['variant']}" if r.get("variant") else ""),
-                 *([str(r.get("kernel") or "-")] if several else []),
-                 str(r.get("dlight_rule") or "-") + _tensor_cores(r),
-                 str(r.get("grid") or "-"), str(r.get("block") or "-"), _num(r.get("registers")),
-                 smem, f"{_num(r.get('spill_store_bytes'))}/{_num(r.get('spill_load_bytes'))}",
-                 f"{local:.0f}", _num(r.get("blocks_per_sm")), _num(r.get("occupancy"), "{:.2f}"),
-                 str(r.get("limited_by") or "-"), _num(r.get("build_s"), "{:.2f}"),
-                 _num(r.get("nvcc_s"), "{:.2f}")]
-        table.add_row(*map(escape, cells))
-    # a log or CI has no width to fit: print the table whole rather than folded or cut
-    (console if console.is_terminal else Console(width=1000)).print(table)
-    for r in frame.to_dict("records"):
-        if r.get("error"):
-            console.print(f"[red]{escape(r['layer'])} [{escape(r['backend'])}]:[/] {escape(r['error'])}")
-
-
-def _tensor_cores(row) -> str:
-    return " (tensor cores)" if row.get("tensor_cores") in (True,) else ""  # NaN: not a GPU kernel
-
-
-def _real(value) -> bool:
+def real(value) -> bool:
     return value is not None and not (isinstance(value, float) and math.isnan(value))
 
 
-def _num(value, fmt: str = "{:.0f}") -> str:
-    return fmt.format(value) if _real(value) else "-"
+def num(value, fmt: str = "{:.0f}") -> str:
+    return fmt.format(value) if real(value) else "-"
 
 
 def peaks_summary(peaks) -> None:

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import argparse
 import os
-from pathlib import Path
 
-from pwbench.argtypes import names, positive_float, positive_int  # noqa: F401 (shared)
+from pwbench.argtypes import given_path, names, positive_float, positive_int  # noqa: F401 (shared)
 
 
 def port_number(text: str) -> int:
@@ -33,17 +32,6 @@ def nonnegative_int(text: str) -> int:
     return value
 
 
-def given_path(text: str) -> Path:
-    """A file or directory named on the command line; '' would be the current folder (an
-    --output '' wrote a run into it), never what was meant."""
-    if not text.strip():
-        raise argparse.ArgumentTypeError("expected a path, got an empty name")
-    return Path(text)
-
-
-TRIALS = 64  # the default trials per layer (pwbench run's first look uses fewer)
-
-
 def add_workload(parser, targets: str, threads: str) -> None:
     """What to run and where: shared by run and tune."""
     parser.add_argument("--target", default="cpu", help=f"{targets} (default: cpu)")
@@ -64,21 +52,6 @@ def add_workload(parser, targets: str, threads: str) -> None:
 def add_threads(parser, what: str = "threads for every backend") -> None:
     parser.add_argument("--threads", type=positive_int, default=os.cpu_count() or 1,
                         help=f"{what} (default: all cores)")
-
-
-def add_tuning(parser) -> None:
-    parser.add_argument("--trials", type=positive_int, default=None,
-                        help=f"tvm-tuned: MetaSchedule trials per layer (default {TRIALS})")
-    parser.add_argument("--tune-minutes", type=positive_float, metavar="M",
-                        help="tvm-tuned: stop tuning after M minutes for the whole suite")
-    parser.add_argument("--tuning-dir", type=given_path, metavar="DIR",
-                        help="tuning database root, or one database (default: <cache dir>/tuning)")
-    parser.add_argument("--space", type=names, default=("structured",), metavar="S[,S]",
-                        help="tvm-tuned design space(s): structured (default), default "
-                             "(MetaSchedule's own), or both (one row each)")
-    parser.add_argument("--tuning", default="suite", metavar="suite|layer", dest="tuning_mode",
-                        help="tvm-tuned: tune the run's layers as one task set (suite, default) "
-                             "or one layer at a time (layer)")
 
 
 def add_db(parser, default=None) -> None:

@@ -12,7 +12,7 @@ import math
 from pwbench import backends, targets
 from pwbench.backends.base import Options
 from pwbench.backends.tuning_options import TuningOptions
-from pwbench.cli import EXIT_INTERRUPTED
+from pwbench.cli import signals
 from pwbench.cli.options import add_rpc, add_workload, rpc_endpoint
 from pwbench.errors import UserError
 from pwbench.units import format_seconds
@@ -58,11 +58,11 @@ def main(args) -> int:
         else:
             for workload in workloads:
                 _tune(backend, [workload], workload.label[:40])
-    except KeyboardInterrupt:
-        console.print("[yellow]interrupted:[/] every finished batch is saved in the database; "
-                      "run the same command again to continue")
+    except KeyboardInterrupt as stop:  # Ctrl-C, SIGTERM, SIGHUP (cli/signals.py)
+        console.print(f"[yellow]{signals.what(stop)}:[/] every finished batch is saved in the "
+                      "database; run the same command again to continue")
         _summary(backend, workloads)
-        return EXIT_INTERRUPTED
+        return signals.exit_status(stop)
     finally:
         backend.session.close()
     _summary(backend, workloads)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -24,16 +24,14 @@ from pwbench.analysis import roofline
 from pwbench.backends.base import Built, NoEvents, Options, Unsupported
 from pwbench.errors import UserError
 from pwbench.measure import instructions, timing, verify, workers
+from pwbench.pipeline import checks
 from pwbench.store import results
 from pwbench.targets import peaks
-from pwbench.targets.host import memory_bytes
 from pwbench.workloads import suites
 from pwbench.workloads.spec import ConvSpec
 
-DEFAULT_PROCESSES = 3  # the fewest false alarms in A/A runs on a 2-core VM: README, Regression tracking
+DEFAULT_PROCESSES = checks.DEFAULT_PROCESSES
 KERNEL_TIMEOUT_S = 600.0  # a worker silent this long on one kernel is killed: an error row
-MAX_THREADS = 256  # or 16 per core: thread pools beyond that fail (torch's GEMM segfaulted)
-CLOCKS = ("time", "instructions")  # time: the clock each kernel brings (host, cuda-events)
 
 
 @dataclass
@@ -101,7 +99,7 @@ class Plan:
 
 
 def plan(config: RunConfig, events=Quiet()) -> Plan:
-    config = _clock_defaults(config)
+    config = checks.clock_defaults(config)
     if config.processes < 1:
         raise UserError(f"--processes must be at least 1, got {config.processes}")
     if config.cache not in timing.CACHE_STATES:
@@ -118,22 +116,23 @@ def plan(config: RunConfig, events=Quiet()) -> Plan:
     if config.cache == "cold" and not target.can_evict:
         raise UserError(f"--cache cold: target {target.name} cannot empty its caches between "
                         "samples (a board's kernels are timed there); use --cache hot")
-    kit = _bundle(config)
+    kit = checks.bundle(config)
     suite = kit.suite() if kit else suites.load(config.suite, batch=config.batch,
                                                 layout=config.layout, dtype=config.dtype)
     specs = suites.select(suite.layers, config.filter)
     if not specs:
         raise UserError(f"--filter {config.filter!r} selects none of the {len(suite.layers)} "
                         f"layers of suite {suite.name}")
-    _check_memory(specs)
+    checks.check_memory(specs)
     warnings = []
     names = config.backends or ("torch", *(kit.backends if kit else ()))
     from_kit = [n for n in names if kit and n in kit.backends]
+    targets.require_runnable(target)  # a missing GPU or board first: nothing else matters then
     classes = {}
     for name in names:
-        reason = backends.unavailable_reason(name) if name in config.optional else None
-        if reason:  # a default backend this machine lacks: said once, the run goes on
-            warnings.append(f"{name} is unavailable here ({reason}); running without it")
+        reason = checks.optional_problem(name, target) if name in config.optional else None
+        if reason:  # a default backend this machine or target lacks: said once, the run goes on
+            warnings.append(f"{name} {reason}; running without it")
         elif name not in from_kit:
             classes[name] = backends.backend_class(name, target)
     if kit:
@@ -142,7 +141,6 @@ def plan(config: RunConfig, events=Quiet()) -> Plan:
                 raise UserError(f"backend {name} is not in kernel bundle {kit.dir} (it holds "
                                 f"{', '.join(kit.backends)}): build it into the bundle with "
                                 f"'pwbench build --backend {name}'")
-    targets.require_runnable(target)
     output = config.output or results.default_dir(suite.name, target.name)
     work_dir = scratch.new()  # not under output: see pwbench/scratch.py
     options = Options(threads=config.threads, work_dir=work_dir, clock=config.clock,
@@ -152,77 +150,8 @@ def plan(config: RunConfig, events=Quiet()) -> Plan:
                    else classes[name](target, options, events))
             for name in names if name in from_kit or name in classes}
     given = peaks.load_file(config.peaks_file) if config.peaks_file else None
-    warnings += _hardware_warnings(config, target)
+    warnings += checks.hardware_warnings(config, target)
     return Plan(config, suite, specs, target, made, output, given, warnings, valgrind, work_dir)
-
-
-def _hardware_warnings(config: RunConfig, target) -> list[str]:
-    """More threads than cores, an emulated board; far more threads than cores is refused."""
-    warnings, cores = [], target.facts().get("cores") or os.cpu_count() or 1
-    if config.threads > max(MAX_THREADS, 16 * cores):  # OpenMP's pool segfaulted at 100,000
-        raise UserError(f"--threads {config.threads} is far more than {target.where}'s {cores} "
-                        f"cores (at most {max(MAX_THREADS, 16 * cores)}): give --threads {cores}")
-    if config.threads > cores:
-        warnings.append(f"--threads {config.threads} is more than {target.where}'s {cores} "
-                        "cores: threads will share cores and times will be noisy")
-    if target.emulated:
-        warnings.append(f"target {target.name} is emulated: its times say nothing of real "
-                        "hardware (rows are marked emulated); only its numerics count")
-    return warnings
-
-
-def _clock_defaults(config: RunConfig) -> RunConfig:
-    """The settings the clock implies, and the ones it cannot work with, refused in one line."""
-    if config.clock not in CLOCKS:
-        raise UserError(f"--clock must be one of {', '.join(CLOCKS)}, got {config.clock!r}")
-    counted = config.clock == "instructions"
-    if config.threads is None:
-        config = replace(config, threads=1 if counted else os.cpu_count() or 1)
-    if config.processes is None:
-        config = replace(config, processes=instructions.DEFAULT_PROCESSES if counted
-                         else DEFAULT_PROCESSES)
-    if not counted:
-        return config
-    if config.threads != 1:  # valgrind runs threads one at a time: spin-waits would be counted
-        raise UserError(f"--clock instructions counts one thread (valgrind serialises threads, "
-                        f"so a thread pool's spin-waits would count): drop --threads "
-                        f"{config.threads} or give --threads 1")
-    if config.cache != "hot":
-        raise UserError("--clock instructions counts hot calls (callgrind's simulated caches "
-                        "are not evicted): drop --cache cold")
-    if config.kernels is not None:
-        raise UserError("--clock instructions builds its kernels for the ISA valgrind decodes: "
-                        "it cannot run a kernel bundle built for another")
-    if config.calls < 1:
-        raise UserError(f"--calls must be at least 1, got {config.calls}")
-    return config
-
-
-def _bundle(config: RunConfig):
-    """The kernel bundle of --kernels (its layers are fixed: no overrides), or None."""
-    if config.kernels is None:
-        return None
-    from pwbench.store import bundle
-
-    fixed = [o for o in ("batch", "layout", "dtype") if getattr(config, o) is not None]
-    if fixed:
-        raise UserError(f"--{'/--'.join(fixed)} cannot change the layers of a kernel bundle "
-                        "(its kernels are built for fixed shapes): build another bundle")
-    return bundle.read(config.kernels)
-
-
-def _check_memory(specs: list[ConvSpec]) -> None:
-    """Refuse a layer whose buffers cannot fit, before anything runs: a worker would be killed
-    by the kernel's OOM killer, or the machine would swap for hours."""
-    available = memory_bytes()
-    if not available:
-        return
-    for spec in {s.id: s for s in specs}.values():
-        need = 2 * spec.bytes + spec.reference_bytes
-        if need > 0.8 * available:
-            raise UserError(f"layer {spec.label} needs about {need / 1e9:.1f} GB (its buffers and "
-                            f"float64 references), more than this machine's {available / 1e9:.1f} "
-                            "GB allows; lower --batch or --filter it out")
 
 
 def ensure_peaks(p: Plan, on_measure=lambda: None) -> None:

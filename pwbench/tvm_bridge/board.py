@@ -12,8 +12,6 @@ runner) is imported inside the functions that need it.
 from __future__ import annotations
 
 import functools
-import os
-import tempfile
 
 import numpy as np
 import tvm
@@ -147,16 +145,3 @@ def _run_evaluator(threads, session, rt_mod, device, evaluator_config, repeated_
 
     rpc.set_threads(session, threads)
     return run_evaluator_common(rt_mod, device, evaluator_config, repeated_args)
-
-
-def export_linked(cross_compiler: str | None, mod) -> str:
-    """LocalBuilder's f_export for a board: a linked .so (cross-linked for an aarch64 board), so
-    the board needs no compiler (MetaSchedule's default .tar is linked by the board's g++)."""
-    from tvm.support import cc
-
-    path = os.path.join(tempfile.mkdtemp(prefix="pwbench-candidate-"), "tvm_tmp_mod.so")
-    if cross_compiler:
-        mod.export_library(path, fcompile=cc.cross_compiler(cross_compiler))
-    else:
-        mod.export_library(path)
-    return path

@@ -32,11 +32,6 @@ def intrinsics_only(arch: str) -> None:
     importlib.import_module(f"{name}.{arch}")
 
 
-def x86_intrinsics_only() -> None:
-    """A builder worker's initializer (MetaSchedule pickles it by module name)."""
-    intrinsics_only("x86")
-
-
 def meta_schedule(*archs: str):
     """tvm.s_tir.meta_schedule with the x86 intrinsics (its default rules look them up) and those
     of `archs` registered, nothing more."""

@@ -33,7 +33,6 @@ from pwbench.workloads.blocks import Block
 
 # what a process that only runs exported kernels sets before `import tvm`
 RUNTIME_ENV = {"TVM_USE_RUNTIME_LIB": "1", "TVM_FFI_DISABLE_TORCH_C_DLPACK": "1"}
-CLOCKS = {"cpu": "host", "cuda": "cuda-events"}  # the clock a kernel on each device brings
 
 
 def version() -> str:

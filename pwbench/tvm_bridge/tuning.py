@@ -84,7 +84,7 @@ class Session:
                 self._tune_set(chosen, budget, book, interrupted)
         self.db.changed()  # the tuner appended records: reopen
         if interrupted:
-            raise KeyboardInterrupt
+            stopped(interrupted)
         if budget.seconds_left > 0:  # not cut short: this budget is done, even if a space ran out
             book.done(budget.trials)
         return {j.key for j in todo}
@@ -176,13 +176,15 @@ class _Book:
 
 @contextmanager
 def _interruptible():
-    """SIGINT and SIGTERM set a flag for the duration (the tuner stops after its batch), and
-    the previous handlers come back afterwards."""
+    """SIGINT, SIGTERM and SIGHUP set a flag for the duration (the tuner stops after its batch),
+    and the previous handlers come back afterwards; a flagged tuning ends as that signal would
+    have ended it (`stopped`)."""
     interrupted: list = []
     handlers = {}
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         try:
-            handlers[sig] = signal.signal(sig, lambda *_: interrupted.append(True))
+            if signal.getsignal(sig) is not signal.SIG_IGN:  # nohup's SIGHUP stays ignored
+                handlers[sig] = signal.signal(sig, lambda signum, _: interrupted.append(signum))
         except ValueError:  # not the main thread
             pass
     try:
@@ -190,6 +192,15 @@ def _interruptible():
     finally:
         for sig, handler in handlers.items():
             signal.signal(sig, handler)
+
+
+def stopped(interrupted: list) -> None:
+    """Raise what the first signal of a flagged tuning raises outside it: KeyboardInterrupt for
+    Ctrl-C, the command's own exception for SIGTERM or SIGHUP (cli/signals.py)."""
+    handler = signal.getsignal(interrupted[0])
+    if interrupted[0] != signal.SIGINT and callable(handler):
+        handler(interrupted[0], None)
+    raise KeyboardInterrupt
 
 
 def curve_rows(workload, backend: str, target: str, record: LayerRecord,
