@@ -320,3 +320,22 @@ def test_dilated_and_grouped_layers_fall_back_to_the_default_space_recorded(tune
         mine = rows[rows["layer"] == layer]
         assert len(mine) == 2 and set(mine["variant"]) == {"default"}  # NCHW and NHWC, no blocked
         assert set(mine["space"]) == {"default"} and mine["space_note"].str.contains(reason).all()
+
+
+@pytest.mark.parametrize("width", list(WIDTHS))
+def test_no_structure_vectorises_more_than_a_channel_block(width):
+    """A loop vectorised over a whole channel range (1024 lanes in an NHWC unpack stage) took
+    LLVM 75 s to compile per candidate: every vectorised loop stays within one block."""
+    import re
+
+    from pwbench.tvm_bridge import spaces
+
+    target, lanes, _ = WIDTHS[width]
+    for spec in (ConvSpec(1, 256, 1024, 14, 14, layout="NHWC"), ConvSpec(1, 7, 97, 5, 5, 3, 1, 1),
+                 ConvSpec(1, 7, 97, 5, 5, 3, 1, 1, layout="NHWC")):
+        for task in spaces.tasks(spec, target):
+            for structure in task.structures:
+                text = spaces.fixed(task, structure, task.reg_choices[0]).mod.script()
+                widest = max(int(v) for v in re.findall(r"T\.vectorized\((\d+)\)", text))
+                assert widest <= max(task.ic_bn, task.oc_bn, task.reg_choices[0], lanes), \
+                    (spec, structure)

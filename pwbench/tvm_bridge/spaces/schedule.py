@@ -95,9 +95,11 @@ def _write_back(sch, task, structure: Structure, reg_n):
     wb = sch.cache_write(conv, 0, "local")
     staged = False
     if _has(sch, "unpack"):
-        staged = structure.store == "stage" or task.oc_padded != task.spec.out_channels
-        if not staged:
+        padded = task.oc_padded != task.spec.out_channels
+        staged = structure.store == "stage" or padded
+        if not padded:  # (a cropped unpack has no 5-d iteration space to take)
             _as_blocked(sch, task)
+        if not staged:
             sch.reverse_compute_inline(sch.get_sblock("unpack"))
         _inline_epilogue(sch, sch.get_sblock("unpack") if staged else wb)
     b, o, y, x, j = sch.get_loops(wb)
@@ -111,10 +113,20 @@ def _write_back(sch, task, structure: Structure, reg_n):
         sch.vectorize(j)
     sch.compute_at(conv, xo, preserve_unit_loops=False)
     if staged:
-        *outer, c = sch.get_loops(sch.get_sblock("unpack"))
-        sch.parallel(sch.fuse(*outer[:3]))
-        sch.vectorize(c)
+        _schedule_unpack(sch, task)
     return conv, xo
+
+
+def _schedule_unpack(sch, task) -> None:
+    """The unpack stage: rows in parallel, its innermost loop vectorised one vector at a time
+    (the channel block, or for a cropped output a split of its last loop: a vector of the
+    whole channel range, 1024 lanes, takes LLVM minutes to compile)."""
+    loops = sch.get_loops(sch.get_sblock("unpack"))
+    sch.parallel(sch.fuse(*loops[:3]))
+    inner = loops[-1]
+    if int(sch.get(inner).extent) > task.lanes:
+        _, inner = sch.split(inner, factors=[None, task.lanes])
+    sch.vectorize(inner)
 
 
 def _inline_epilogue(sch, block) -> None:
