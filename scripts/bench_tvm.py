@@ -116,13 +116,18 @@ def main() -> int:
     parser.add_argument("--sample-ms", default="300")
     parser.add_argument("--output", type=Path, default=Path("results/bench_tvm"))
     parser.add_argument("--tuning-dir", type=Path, default=Path("results/bench_tvm/tuning"))
+    parser.add_argument("--suites", default=",".join(SUITES),
+                        help=f"which of {', '.join(SUITES)} (default: all)")
     parser.add_argument("--quick", action="store_true", help="3 layers, 4 trials")
     args = parser.parse_args()
     if args.isa == "avx2":
         os.environ.update(AVX2["env"])
     if args.quick:
         args.trials = 4
-    chosen = QUICK if args.quick else SUITES
+    unknown = set(args.suites.split(",")) - set(SUITES)
+    if unknown:
+        parser.error(f"unknown suite(s) {', '.join(sorted(unknown))}: choose from {', '.join(SUITES)}")
+    chosen = QUICK if args.quick else {s: SUITES[s] for s in args.suites.split(",")}
     tables = {}
     for suite, where in chosen.items():
         out = args.output / f"{args.isa}_{suite}_{args.trials}trials"
