@@ -136,13 +136,18 @@ def test_a_bundle_for_another_arch_is_refused_in_one_line(bundles, monkeypatch, 
     assert "built for sm_80" in err and "is sm_90" in err and "--arch sm_90" in err
 
 
+def _with_manifest(source, copy, **changes):
+    """A copy of a bundle whose manifest says something else (another TVM, another tvm_ffi)."""
+    shutil.copytree(source, copy)
+    manifest = json.loads((copy / bundle.MANIFEST).read_text())
+    (copy / bundle.MANIFEST).write_text(json.dumps({**manifest, **changes}))
+    return copy
+
+
 @pytest.mark.cli
 def test_a_bundle_for_another_tvm_version_is_refused_in_one_line(bundles, tmp_path, monkeypatch,
                                                                  capsys):
-    copy = shutil.copytree(bundles["sm_90"], tmp_path / "old")
-    manifest = json.loads((copy / bundle.MANIFEST).read_text())
-    manifest["tvm"] = "0.26.0"
-    (copy / bundle.MANIFEST).write_text(json.dumps(manifest))
+    copy = _with_manifest(bundles["sm_90"], tmp_path / "old", tvm="0.26.0")
     visible_gpu(monkeypatch)
     err = one_line_error(capsys, ["run", "--target", "cuda", "--kernels", str(copy)])
     assert "built with TVM 0.26.0" in err and "TVM runtime is 0.27" in err
@@ -178,10 +183,7 @@ def test_the_manifest_names_tvm_ffi_and_hashes_every_library(bundles, tmp_path):
 @pytest.mark.cli
 def test_a_bundle_for_another_tvm_ffi_is_refused_in_one_line(bundles, tmp_path, monkeypatch,
                                                              capsys):
-    copy = shutil.copytree(bundles["sm_90"], tmp_path / "ffi")
-    manifest = json.loads((copy / bundle.MANIFEST).read_text())
-    manifest["tvm_ffi"] = "0.1.15"
-    (copy / bundle.MANIFEST).write_text(json.dumps(manifest))
+    copy = _with_manifest(bundles["sm_90"], tmp_path / "ffi", tvm_ffi="0.1.15")
     visible_gpu(monkeypatch)
     err = one_line_error(capsys, ["run", "--target", "cuda", "--kernels", str(copy)])
     assert "built with tvm_ffi 0.1.15" in err
