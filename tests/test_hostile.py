@@ -215,7 +215,9 @@ def _stop_while_measuring(tmp_path, signum: int) -> tuple[int, str, Path]:
     proc = subprocess.Popen([PWBENCH, "run", "--suite", suite, "--output", out, "--backend",
                              "torch", "--threads", "1", "--sample-ms", "400"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PWBENCH_CACHE_DIR": str(cache)})
+                            env={**os.environ, "PWBENCH_CACHE_DIR": str(cache)},
+                            # as a terminal gives it: under nohup SIGHUP is ignored, and stays so
+                            preexec_fn=lambda: signal.signal(signum, signal.SIG_DFL))
     records, deadline = out / "records.jsonl", time.time() + 60
     while time.time() < deadline and not (records.exists() and records.read_text().count("\n") >= 2):
         time.sleep(0.05)
