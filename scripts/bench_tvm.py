@@ -7,6 +7,7 @@ structured-space coverage; tuning seconds per layer and layout.
 
     python scripts/bench_tvm.py                      # this CPU, 64 trials, suite-wide
     python scripts/bench_tvm.py --isa avx2           # both stacks capped to AVX2 (see below)
+    python scripts/bench_tvm.py --suites mobilenetv2  # some of the networks only
     python scripts/bench_tvm.py --quick              # 3 layers, 4 trials: checks it works
 
 `--isa avx2` builds TVM for `haswell` and caps oneDNN and ATen (ONEDNN_MAX_CPU_ISA=AVX2,
@@ -124,10 +125,11 @@ def main() -> int:
         os.environ.update(AVX2["env"])
     if args.quick:
         args.trials = 4
-    unknown = set(args.suites.split(",")) - set(SUITES)
+    names = args.suites.split(",")
+    unknown = sorted(set(names) - set(SUITES))
     if unknown:
-        parser.error(f"unknown suite(s) {', '.join(sorted(unknown))}: choose from {', '.join(SUITES)}")
-    chosen = QUICK if args.quick else {s: SUITES[s] for s in args.suites.split(",")}
+        parser.error(f"unknown suite(s) {', '.join(unknown)}: choose from {', '.join(SUITES)}")
+    chosen = QUICK if args.quick else {name: SUITES[name] for name in names}
     tables = {}
     for suite, where in chosen.items():
         out = args.output / f"{args.isa}_{suite}_{args.trials}trials"
